@@ -1,0 +1,67 @@
+"""polynn: neural networks written once against the Python array API standard.
+
+The same layers, losses and optimizers train on NumPy, CuPy or any conforming namespace;
+``backend="numpy"`` or ``backend="cupy"`` is the whole switch.
+"""
+
+__version__ = "0.1.0"
+
+from polynn import backends  # noqa: E402
+from polynn.backends import to_numpy  # noqa: E402
+from polynn.callbacks import Callback, EarlyStopping, History  # noqa: E402
+from polynn.errors import (  # noqa: E402
+    BackendUnavailableError,
+    PolynnError,
+    PolynnFileError,
+    PolynnFileNotFoundError,
+    PolynnTypeError,
+    PolynnValueError,
+    TrainingDivergedError,
+)
+from polynn.layers import (  # noqa: E402
+    Dense,
+    Identity,
+    Layer,
+    LeakyReLU,
+    Parameter,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from polynn.losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss  # noqa: E402
+from polynn.model import Sequential, load  # noqa: E402
+from polynn.optimizers import SGD, Adam, Optimizer  # noqa: E402
+
+__all__ = [
+    "Adam",
+    "BackendUnavailableError",
+    "BinaryCrossEntropy",
+    "Callback",
+    "CrossEntropy",
+    "Dense",
+    "EarlyStopping",
+    "History",
+    "Identity",
+    "Layer",
+    "LeakyReLU",
+    "Loss",
+    "MSE",
+    "Optimizer",
+    "Parameter",
+    "PolynnError",
+    "PolynnFileError",
+    "PolynnFileNotFoundError",
+    "PolynnTypeError",
+    "PolynnValueError",
+    "ReLU",
+    "SGD",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "TrainingDivergedError",
+    "backends",
+    "load",
+    "to_numpy",
+]

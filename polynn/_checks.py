@@ -1,0 +1,34 @@
+"""Checks of hyperparameters, shared by the public entry points."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from polynn.errors import PolynnTypeError, PolynnValueError
+
+
+def integer(value: Any, what: str, minimum: int) -> int:
+    """``value`` as an int no smaller than ``minimum``."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise PolynnTypeError(f"{what} must be an integer; got {value!r}.")
+    value = int(value)
+    if value < minimum:
+        raise PolynnValueError(f"{what} must be at least {minimum}; got {value}.")
+    return value
+
+
+def number(value: Any, what: str, low: float, high: float = math.inf, *,
+           low_open: bool = False, high_open: bool = True) -> float:
+    """``value`` as a float in the interval, or an error naming the interval expected."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(
+        value, "__float__"
+    ):
+        raise PolynnTypeError(f"{what} must be a number; got {value!r}.")
+    value = float(value)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high or math.isnan(value):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise PolynnValueError(f"{what} must lie in {interval}; got {value!r}.")
+    return value

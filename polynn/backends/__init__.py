@@ -1,0 +1,86 @@
+"""Backends: which array library and device a model runs on.
+
+This package is the only part of polynn that imports NumPy, CuPy or array-api-compat; the
+network code receives ``backend.xp`` (an array API namespace) and ``backend.device``.
+
+>>> import polynn as pn
+>>> pn.backends.get("numpy").name
+'numpy'
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from polynn.backends._core import DTYPES, Backend, dtype_name
+from polynn.backends._libraries import LIBRARIES
+from polynn.backends.host import to_numpy
+from polynn.errors import BackendUnavailableError, PolynnTypeError, PolynnValueError
+
+__all__ = ["Backend", "DTYPES", "available", "dtype_name", "get", "names", "to_numpy"]
+
+ENV_VAR = "POLYNN_BACKEND"
+DEFAULT = "numpy"
+_log = logging.getLogger("polynn")
+
+
+def names() -> list[str]:
+    """Every backend name polynn knows, usable here or not, plus ``"auto"``."""
+    return [*LIBRARIES, "auto"]
+
+
+def available() -> list[str]:
+    """The backends usable on this machine, e.g. ``["numpy", "array_api_strict"]``."""
+    usable = []
+    for name in LIBRARIES:
+        try:
+            get(name)
+        except BackendUnavailableError:
+            continue
+        usable.append(name)
+    return usable
+
+
+def get(name: Any = None, device: Any = None) -> Backend:
+    """Resolve a backend.
+
+    ``name`` is a registered name, ``"auto"`` (CuPy when a CUDA device is usable, else
+    NumPy), or a ``Backend``. ``None`` reads the ``POLYNN_BACKEND`` environment variable,
+    then falls back to NumPy. ``device`` picks the device where the library has several.
+    """
+    if isinstance(name, Backend):
+        return name if device is None else get(name.name, device)
+    if name is None:
+        name = os.environ.get(ENV_VAR) or DEFAULT
+    if not isinstance(name, str):
+        raise PolynnTypeError(f"backend must be a name such as 'numpy'; got {type(name).__name__}.")
+    if name == "auto":
+        try:
+            chosen = get("cupy", device)
+        except BackendUnavailableError as exc:
+            _log.info("backend='auto' chose numpy: %s", exc)
+            return get("numpy")
+        _log.info("backend='auto' chose cupy on %s", chosen.device)
+        return chosen
+    if name not in LIBRARIES:
+        raise PolynnValueError(f"unknown backend {name!r}; valid names are {names()}.")
+    return _cached(name, device)
+
+
+_resolved: dict[tuple[str, Any], Backend | BackendUnavailableError] = {}
+
+
+def _cached(name: str, device: Any) -> Backend:
+    """Build each (library, device) once; a library that cannot run is probed once too."""
+    key = (name, device)
+    if key not in _resolved:
+        try:
+            _resolved[key] = LIBRARIES[name](device)
+        except BackendUnavailableError as exc:
+            _resolved[key] = exc
+    result = _resolved[key]
+    if isinstance(result, BackendUnavailableError):
+        raise BackendUnavailableError(*result.args)
+    return result

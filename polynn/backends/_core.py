@@ -1,0 +1,180 @@
+"""The ``Backend`` object: one array library, one device, and the moves in and out of it."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from polynn.errors import PolynnTypeError, PolynnValueError
+
+DTYPES = ("float32", "float64")
+
+
+class Backend:
+    """An array namespace ``xp`` together with the device every array of a model lives on.
+
+    The network code receives ``backend.xp`` and ``backend.device`` and uses only functions of
+    the array API standard; everything that needs a concrete library (moving host data in,
+    copying results out, entering a device context) is a method here.
+    """
+
+    def __init__(self, name: str, xp: Any, device: Any) -> None:
+        self.name = name
+        self.xp = xp
+        self.device = device
+
+    def __repr__(self) -> str:
+        return f"Backend(name={self.name!r}, device={self.device!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Backend):
+            return NotImplemented
+        return (self.name, str(self.device)) == (other.name, str(other.device))
+
+    def __hash__(self) -> int:
+        return hash((self.name, str(self.device)))
+
+    # -- what each library overrides -------------------------------------------------------
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is an array of this backend's library."""
+        raise NotImplementedError
+
+    def _from_numpy(self, a: np.ndarray) -> Any:
+        """Copy a host NumPy array onto this backend's device (never a view of ``a``)."""
+        return self.xp.asarray(a, device=self.device, copy=True)
+
+    def _to_numpy(self, x: Any) -> np.ndarray:
+        return np.array(x, copy=True)
+
+    def context(self) -> contextlib.AbstractContextManager:
+        """A context manager that makes this backend's device the current one."""
+        return contextlib.nullcontext()
+
+    def synchronize(self) -> None:
+        """Wait until queued device work has finished (a no-op on the CPU)."""
+
+    # -- shared by all ----------------------------------------------------------------------
+    def device_of(self, x: Any) -> Any:
+        return array_api_compat.device(x)
+
+    def dtype(self, name: Any) -> Any:
+        """The namespace's floating dtype for ``name`` ("float32" or "float64")."""
+        return getattr(self.xp, dtype_name(name))
+
+    def from_numpy(self, a: Any, dtype: Any = None) -> Any:
+        """Copy host data (a NumPy array or anything ``numpy.asarray`` takes) onto the device.
+
+        The result never shares memory with ``a``: training updates parameters in place.
+        """
+        a = np.asarray(a)
+        if dtype is not None:
+            a = a.astype(dtype_name(dtype), copy=False)
+        with self.context():
+            return self._from_numpy(np.ascontiguousarray(a))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A NumPy copy of ``x`` (an array of this backend); never a view of it."""
+        return self._to_numpy(x)
+
+    def to_float(self, x: Any) -> float:
+        """A Python float from a 0-d array (this waits for the device)."""
+        return float(x)
+
+    def asarray(self, data: Any, *, dtype: Any = None, name: str = "X") -> Any:
+        """Check user data and return it as an array of this backend.
+
+        Host data (lists, NumPy arrays, scalars) is copied onto the device. An array of this
+        backend must already be on its device. An array of another library is refused, with
+        the way to move it. Non-numeric, complex or non-finite data is refused. ``dtype=None``
+        keeps the data's own numeric dtype (used for integer class labels).
+        """
+        if self.owns(data):
+            device = self.device_of(data)
+            if str(device) != str(self.device):
+                raise PolynnValueError(
+                    f"{name} is on device {device!r}, but the model lives on {self.device!r} "
+                    f"(backend {self.name!r}); move the data there first, or move the model "
+                    f"with net.to({self.name!r}, device=...)."
+                )
+            return self._check_device_array(data, dtype, name)
+        library = foreign_library(data)
+        if library is not None:
+            raise PolynnTypeError(
+                f"{name} is a {library} array, but the model runs on backend {self.name!r}. "
+                f"polynn does not move arrays between libraries behind your back: pass "
+                f"pn.to_numpy({name}) to copy it through the host, or move the model with "
+                f"net.to(...)."
+            )
+        host = check_host_array(data, name)
+        return self.from_numpy(host, dtype if dtype is not None else host.dtype)
+
+    def _check_device_array(self, x: Any, dtype: Any, name: str) -> Any:
+        xp = self.xp
+        kind_ok = any(xp.isdtype(x.dtype, k) for k in ("real floating", "integral", "bool"))
+        if not kind_ok:
+            raise PolynnTypeError(f"{name} must hold real numbers; got an array of {x.dtype}.")
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise PolynnValueError(f"{name} is empty (shape {tuple(x.shape)}); expected rows of data.")
+        if xp.isdtype(x.dtype, "real floating") and not bool(xp.all(xp.isfinite(x))):
+            raise PolynnValueError(f"{name} contains NaN or infinite values; clean the data first.")
+        if dtype is not None:
+            target = self.dtype(dtype)
+            if x.dtype != target:
+                x = xp.astype(x, target)
+        return x
+
+
+def dtype_name(dtype: Any) -> str:
+    """Normalise a dtype given as a string, a NumPy dtype or a namespace dtype to its name."""
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = str(dtype).rsplit(".", 1)[-1]
+    if name not in DTYPES:
+        raise PolynnValueError(f"unknown dtype {dtype!r}; polynn trains in one of {list(DTYPES)}.")
+    return name
+
+
+def foreign_library(x: Any) -> str | None:
+    """The name of the array library ``x`` belongs to, if it is an array but not NumPy's."""
+    checks = (
+        ("cupy", array_api_compat.is_cupy_array),
+        ("torch", array_api_compat.is_torch_array),
+        ("jax", array_api_compat.is_jax_array),
+    )
+    for library, check in checks:
+        if check(x):
+            return library
+    if hasattr(x, "__array_namespace__") and not isinstance(x, np.ndarray):
+        return type(x).__module__.split(".")[0]
+    return None
+
+
+def check_host_array(data: Any, name: str) -> np.ndarray:
+    """``data`` as a NumPy array of real numbers with at least one row, all finite."""
+    try:
+        a = np.asarray(data)
+    except (ValueError, TypeError) as exc:
+        raise PolynnTypeError(f"{name} could not be read as a numeric array: {exc}") from None
+    if a.dtype == bool:
+        a = a.astype(np.int64)
+    if a.dtype.kind not in "iuf":
+        raise PolynnTypeError(
+            f"{name} must hold real numbers; got data of dtype {a.dtype} "
+            f"(for example {a.flat[0]!r})." if a.size else f"{name} must hold real numbers."
+        )
+    if a.ndim == 0 or a.shape[0] == 0:
+        raise PolynnValueError(f"{name} is empty (shape {a.shape}); expected rows of data.")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise PolynnValueError(
+            f"{name} contains NaN or infinite values (first at index {tuple(int(i) for i in bad)}); "
+            "clean the data first."
+        )
+    return a

@@ -1,0 +1,130 @@
+"""One ``Backend`` subclass per array library, each imported lazily when first asked for."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any
+
+import numpy as np
+
+from polynn.backends._core import Backend
+from polynn.errors import BackendUnavailableError, PolynnValueError
+
+
+def _import(module: str, backend: str, install: str) -> Any:
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend {backend!r} needs {module.split('.')[0]}, which cannot be imported here "
+            f"({exc}); install it with: {install}"
+        ) from None
+
+
+def _bad_device(backend: str, device: Any, expected: str) -> PolynnValueError:
+    return PolynnValueError(f"backend {backend!r} has no device {device!r}; expected {expected}.")
+
+
+class NumpyBackend(Backend):
+    """NumPy on the CPU. NumPy 2 implements the array API standard in its main namespace."""
+
+    def __init__(self, device: Any = None) -> None:
+        if device not in (None, "cpu"):
+            raise _bad_device("numpy", device, "'cpu' (or None)")
+        super().__init__("numpy", np, "cpu")
+
+    def owns(self, x: Any) -> bool:
+        return isinstance(x, np.ndarray)
+
+    def _from_numpy(self, a: np.ndarray) -> Any:
+        return a.copy()
+
+
+class ArrayApiStrictBackend(Backend):
+    """array-api-strict: the standard and nothing else, with extra virtual CPU devices."""
+
+    def __init__(self, device: Any = None) -> None:
+        xp = _import("array_api_strict", "array_api_strict", 'pip install "polynn[test]"')
+        if device is None:
+            device = xp.Device("CPU_DEVICE")
+        elif isinstance(device, str):
+            try:
+                device = xp.Device(device)
+            except ValueError:
+                raise _bad_device(
+                    "array_api_strict", device, "'CPU_DEVICE', 'device1' or 'device2'"
+                ) from None
+        elif not isinstance(device, xp.Device):
+            raise _bad_device("array_api_strict", device, "a device name such as 'device1'")
+        super().__init__("array_api_strict", xp, device)
+
+    def owns(self, x: Any) -> bool:
+        return isinstance(x, self.xp._array_object.Array)
+
+
+class CupyBackend(Backend):
+    """CuPy on a CUDA device. Arrays are created under ``cupy.cuda.Device(n)``."""
+
+    def __init__(self, device: Any = None) -> None:
+        cupy = _import(
+            "cupy", "cupy", 'pip install "polynn[cuda12]" (CUDA 12) or "polynn[cuda13]" (CUDA 13)'
+        )
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # CUDARuntimeError, missing driver, ...
+            raise BackendUnavailableError(
+                f"CuPy is installed but no CUDA device is usable ({type(exc).__name__}: {exc}); "
+                "check the driver with nvidia-smi and CUDA_VISIBLE_DEVICES."
+            ) from None
+        if count == 0:
+            raise BackendUnavailableError(
+                "CuPy is installed but no CUDA device is visible; check nvidia-smi and "
+                "CUDA_VISIBLE_DEVICES."
+            )
+        index = _cuda_index(device, cupy, count)
+        self._cupy = cupy
+        xp = _import("array_api_compat.cupy", "cupy", 'pip install "polynn[cuda12]"')
+        super().__init__("cupy", xp, cupy.cuda.Device(index))
+
+    def owns(self, x: Any) -> bool:
+        return isinstance(x, self._cupy.ndarray)
+
+    def _from_numpy(self, a: np.ndarray) -> Any:
+        return self._cupy.asarray(a)  # on the current device: from_numpy enters context()
+
+    def _to_numpy(self, x: Any) -> np.ndarray:
+        return x.get()
+
+    def device_of(self, x: Any) -> Any:
+        return x.device
+
+    def context(self) -> contextlib.AbstractContextManager:
+        return self.device
+
+    def synchronize(self) -> None:
+        self.device.synchronize()
+
+
+def _cuda_index(device: Any, cupy: Any, count: int) -> int:
+    """The CUDA device number meant by None, an int, "cuda", "cuda:N" or a cupy Device."""
+    if device is None or device == "cuda":
+        index = cupy.cuda.runtime.getDevice()
+    elif isinstance(device, cupy.cuda.Device):
+        index = device.id
+    elif isinstance(device, int) and not isinstance(device, bool):
+        index = device
+    elif isinstance(device, str) and re.fullmatch(r"(cuda:)?\d+", device):
+        index = int(device.rsplit(":", 1)[-1])
+    else:
+        raise _bad_device("cupy", device, "a device number such as 0, or 'cuda:0'")
+    if not 0 <= index < count:
+        raise _bad_device("cupy", device, f"a device number from 0 to {count - 1}")
+    return index
+
+
+LIBRARIES: dict[str, type[Backend]] = {
+    "numpy": NumpyBackend,
+    "array_api_strict": ArrayApiStrictBackend,
+    "cupy": CupyBackend,
+}

@@ -1,0 +1,153 @@
+"""Losses. ``value_and_grad`` returns the mean loss (a 0-d array, left on the device) and its
+gradient with respect to the predictions; ``prepare_targets`` checks and shapes the targets
+once per call of ``fit`` or ``evaluate``, never per batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polynn._checks import number
+from polynn.backends import Backend
+from polynn.errors import PolynnTypeError, PolynnValueError
+
+__all__ = ["BinaryCrossEntropy", "CrossEntropy", "Loss", "MSE", "get_loss"]
+
+
+class Loss:
+    """Base class of the losses."""
+
+    name = ""
+
+    def prepare_targets(self, y: Any, n_outputs: int, backend: Backend, dtype: Any) -> Any:
+        """Check ``y`` against ``n_outputs`` and return it as a (rows, n_outputs) float array."""
+        y = backend.asarray(y, dtype=dtype, name="y")
+        return _column(y, n_outputs, backend)
+
+    def value(self, pred: Any, target: Any) -> Any:
+        return self.value_and_grad(pred, target)[0]
+
+    def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _column(y: Any, n_outputs: int, backend: Backend) -> Any:
+    """``y`` as (rows, n_outputs): a 1-d ``y`` is accepted for a single output."""
+    if y.ndim == 1 and n_outputs == 1:
+        y = backend.xp.reshape(y, (y.shape[0], 1))
+    if y.ndim != 2 or y.shape[1] != n_outputs:
+        raise PolynnValueError(
+            f"y has shape {tuple(y.shape)}, but the network has {n_outputs} output(s); "
+            f"expected shape (rows, {n_outputs})" + (" or (rows,)." if n_outputs == 1 else ".")
+        )
+    return y
+
+
+class MSE(Loss):
+    """Mean over all elements of ``(pred - y) ** 2``; gradient ``2 (pred - y) / size``."""
+
+    name = "mse"
+
+    def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        diff = pred - target
+        scale = 1.0 / (diff.shape[0] * diff.shape[1])
+        return self.xp.sum(diff * diff) * scale, diff * (2.0 * scale)
+
+
+class BinaryCrossEntropy(Loss):
+    """``-mean(y log p + (1 - y) log(1 - p))`` on probabilities ``p``.
+
+    ``p`` is clipped to ``[eps, 1 - eps]`` first, so a saturated sigmoid never gives an
+    infinite or NaN loss. Targets must lie in [0, 1].
+    """
+
+    name = "bce"
+
+    def __init__(self, eps: float = 1e-7) -> None:
+        self.eps = number(eps, "BinaryCrossEntropy eps", 0.0, 0.5, low_open=True)
+
+    def prepare_targets(self, y: Any, n_outputs: int, backend: Backend, dtype: Any) -> Any:
+        y = super().prepare_targets(y, n_outputs, backend, dtype)
+        xp = backend.xp
+        if not bool(xp.all((y >= 0) & (y <= 1))):
+            raise PolynnValueError("loss 'bce' needs targets in [0, 1]; y has values outside.")
+        return y
+
+    def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        xp = self.xp
+        p = xp.clip(pred, self.eps, 1.0 - self.eps)
+        size = p.shape[0] * p.shape[1]
+        value = -xp.sum(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p)) / size
+        return value, (p - target) / (p * (1.0 - p) * size)
+
+
+class CrossEntropy(Loss):
+    """Softmax fused with the negative log-likelihood, on logits.
+
+    Targets are integer class labels of shape (rows,) or one-hot (or probability) rows of
+    shape (rows, classes). The log-sum-exp is shifted by the row maximum, so large logits
+    never overflow; the gradient is ``(softmax(z) - y) / rows``.
+    """
+
+    name = "cross_entropy"
+
+    def prepare_targets(self, y: Any, n_outputs: int, backend: Backend, dtype: Any) -> Any:
+        if n_outputs < 2:
+            raise PolynnValueError(
+                "loss 'cross_entropy' needs a network with one output per class (at least 2); "
+                "this one has 1 output: use loss='bce' with a final Sigmoid for two classes."
+            )
+        y = backend.asarray(y, name="y")
+        xp = backend.xp
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = xp.reshape(y, (y.shape[0],))
+        if y.ndim == 1:
+            if not xp.isdtype(y.dtype, "integral"):
+                if not bool(xp.all(y == xp.round(y))):
+                    raise PolynnValueError(
+                        "class labels for loss 'cross_entropy' must be integers; y has "
+                        "non-integer values."
+                    )
+            low, high = int(xp.min(y)), int(xp.max(y))
+            if low < 0 or high >= n_outputs:
+                raise PolynnValueError(
+                    f"class labels must lie in [0, {n_outputs - 1}] for a network with "
+                    f"{n_outputs} outputs; y holds labels from {low} to {high}."
+                )
+            classes = xp.arange(n_outputs, dtype=y.dtype, device=backend.device)
+            return xp.astype(y[:, None] == classes, backend.dtype(dtype))
+        return _column(xp.astype(y, backend.dtype(dtype)), n_outputs, backend)
+
+    def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        xp = self.xp
+        shifted = pred - xp.max(pred, axis=1, keepdims=True)
+        e = xp.exp(shifted)
+        total = xp.sum(e, axis=1, keepdims=True)
+        rows = pred.shape[0]
+        log_probs = shifted - xp.log(total)
+        value = -xp.sum(target * log_probs) / rows
+        return value, (e / total - target) / rows
+
+
+LOSSES: dict[str, type[Loss]] = {
+    "mse": MSE,
+    "bce": BinaryCrossEntropy,
+    "cross_entropy": CrossEntropy,
+}
+
+
+def get_loss(loss: str | Loss, backend: Backend) -> Loss:
+    """A loss object bound to ``backend`` from a name or an instance."""
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise PolynnValueError(f"unknown loss {loss!r}; valid names are {list(LOSSES)}.")
+        loss = LOSSES[loss]()
+    elif not isinstance(loss, Loss):
+        raise PolynnTypeError(
+            f"loss must be a name from {list(LOSSES)} or a polynn Loss; got {type(loss).__name__}."
+        )
+    loss.xp = backend.xp
+    return loss

@@ -1,0 +1,153 @@
+"""Optimizers. They update ``Parameter.value`` with augmented assignments (``p.value -= ...``):
+in place where the namespace's arrays are writable (NumPy, CuPy, array-api-strict), and as a
+new array bound to the same parameter where they are not.
+
+State (momentum, moments) is created lazily, with ``zeros_like`` on the parameters' own
+backend and device, the first time ``step`` runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from polynn._checks import number
+from polynn.errors import PolynnTypeError, PolynnValueError
+from polynn.layers import Parameter
+
+__all__ = ["SGD", "Adam", "Optimizer", "get_optimizer"]
+
+
+class Optimizer:
+    """Base class: ``bind`` hands over the parameters, ``step`` applies their gradients."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = number(lr, f"{type(self).__name__} lr", 0.0, low_open=True)
+        self.params: Sequence[Parameter] = ()
+        self.state: list[dict[str, Any]] = []
+        self.iterations = 0
+
+    def bind(self, params: Sequence[Parameter], xp: Any) -> None:
+        """Train ``params`` (arrays of namespace ``xp``) from now on.
+
+        Binding the parameters already bound keeps the state, so a second ``fit`` continues
+        where the first stopped.
+        """
+        self.xp = xp
+        params = tuple(params)
+        if len(params) != len(self.params) or any(
+            a is not b for a, b in zip(params, self.params)
+        ):
+            self.params = params
+            self.state = [{} for _ in params]
+            self.iterations = 0
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        return {"lr": self.lr}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum.
+
+    ``v = momentum * v + g`` and ``p -= lr * v`` (or ``p -= lr * (g + momentum * v)`` with
+    Nesterov), as in PyTorch. ``weight_decay`` adds ``weight_decay * p`` to the gradient
+    (coupled L2 regularisation).
+    """
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(lr)
+        self.momentum = number(momentum, "SGD momentum", 0.0, 1.0)
+        self.weight_decay = number(weight_decay, "SGD weight_decay", 0.0)
+        if nesterov and self.momentum == 0.0:
+            raise PolynnValueError("SGD nesterov=True needs momentum > 0; got momentum=0.")
+        self.nesterov = bool(nesterov)
+
+    def step(self) -> None:
+        lr, mu, wd = self.lr, self.momentum, self.weight_decay
+        self.iterations += 1
+        for p, state in zip(self.params, self.state):
+            g = p.grad
+            if wd:
+                g = g + wd * p.value
+            if mu:
+                if "velocity" not in state:
+                    state["velocity"] = g * 1.0
+                else:
+                    state["velocity"] *= mu
+                    state["velocity"] += g
+                g = g + mu * state["velocity"] if self.nesterov else state["velocity"]
+            p.value -= lr * g
+
+    def get_config(self) -> dict[str, Any]:
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba, 2015), with the bias corrections of PyTorch's implementation.
+
+    ``weight_decay`` is *decoupled* (AdamW, Loshchilov and Hutter, 2019): the parameters
+    shrink by ``lr * weight_decay * p`` each step, outside the adaptive scaling.
+    """
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(lr)
+        self.beta1 = number(beta1, "Adam beta1", 0.0, 1.0)
+        self.beta2 = number(beta2, "Adam beta2", 0.0, 1.0)
+        self.eps = number(eps, "Adam eps", 0.0, low_open=True)
+        self.weight_decay = number(weight_decay, "Adam weight_decay", 0.0)
+
+    def step(self) -> None:
+        self.iterations += 1
+        t, b1, b2 = self.iterations, self.beta1, self.beta2
+        step_size = self.lr / (1.0 - b1**t)
+        root_correction = 1.0 / math.sqrt(1.0 - b2**t)
+        xp = self.xp
+        for p, state in zip(self.params, self.state):
+            g = p.grad
+            if not state:
+                state["m"] = g * (1.0 - b1)
+                state["v"] = g * g * (1.0 - b2)
+            else:
+                state["m"] *= b1
+                state["m"] += (1.0 - b1) * g
+                state["v"] *= b2
+                state["v"] += (1.0 - b2) * (g * g)
+            if self.weight_decay:
+                p.value *= 1.0 - self.lr * self.weight_decay
+            p.value -= step_size * state["m"] / (xp.sqrt(state["v"]) * root_correction + self.eps)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+
+
+def get_optimizer(optimizer: str | Optimizer | None) -> Optimizer:
+    """An optimizer from a name (default hyperparameters), an instance, or None (SGD)."""
+    if optimizer is None:
+        return SGD()
+    if isinstance(optimizer, str):
+        if optimizer not in OPTIMIZERS:
+            raise PolynnValueError(
+                f"unknown optimizer {optimizer!r}; valid names are {list(OPTIMIZERS)}."
+            )
+        return OPTIMIZERS[optimizer]()
+    if not isinstance(optimizer, Optimizer):
+        raise PolynnTypeError(
+            f"optimizer must be a polynn Optimizer or one of {list(OPTIMIZERS)}; "
+            f"got {type(optimizer).__name__}."
+        )
+    return optimizer
