@@ -18,11 +18,20 @@ def integer(value: Any, what: str, minimum: int) -> int:
     return value
 
 
-def number(value: Any, what: str, low: float, high: float = math.inf, *,
-           low_open: bool = False, high_open: bool = True) -> float:
+def number(
+    value: Any,
+    what: str,
+    low: float,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = True,
+) -> float:
     """``value`` as a float in the interval, or an error naming the interval expected."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(
-        value, "__float__"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        and not hasattr(value, "__float__")
     ):
         raise PolynnTypeError(f"{what} must be a number; got {value!r}.")
     value = float(value)

@@ -59,10 +59,18 @@ class EarlyStopping(Callback):
     of its best epoch.
     """
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 restore_best_weights: bool = False, mode: str = "auto") -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        restore_best_weights: bool = False,
+        mode: str = "auto",
+    ) -> None:
         if mode not in ("auto", "min", "max"):
-            raise PolynnValueError(f"EarlyStopping mode must be 'auto', 'min' or 'max'; got {mode!r}.")
+            raise PolynnValueError(
+                f"EarlyStopping mode must be 'auto', 'min' or 'max'; got {mode!r}."
+            )
         self.monitor = monitor
         self.patience = integer(patience, "EarlyStopping patience", 0)
         self.min_delta = number(min_delta, "EarlyStopping min_delta", 0.0)

@@ -33,7 +33,9 @@ def get_metrics(metrics: Sequence[str] | None) -> dict[str, Callable[[Any, Any, 
     if metrics is None:
         return {}
     if isinstance(metrics, str) or not isinstance(metrics, Sequence):
-        raise PolynnTypeError(f"metrics must be a list of names such as ['accuracy']; got {metrics!r}.")
+        raise PolynnTypeError(
+            f"metrics must be a list of names such as ['accuracy']; got {metrics!r}."
+        )
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise PolynnValueError(f"unknown metric(s) {unknown}; valid names are {list(METRICS)}.")

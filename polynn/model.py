@@ -44,8 +44,14 @@ class Sequential:
     initial weights and the batch order, identically on every backend.
     """
 
-    def __init__(self, *layers: Layer, backend: str | Backend | None = None, device: Any = None,
-                 dtype: Any = "float32", seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *layers: Layer,
+        backend: str | Backend | None = None,
+        device: Any = None,
+        dtype: Any = "float32",
+        seed: int | None = None,
+    ) -> None:
         if not layers:
             raise PolynnValueError("Sequential needs at least one layer; got none.")
         for i, layer in enumerate(layers):
@@ -89,8 +95,10 @@ class Sequential:
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
-        return (f"Sequential({inner}, backend={self.backend.name!r}, "
-                f"device={self.backend.device!r}, dtype={self.dtype_name!r})")
+        return (
+            f"Sequential({inner}, backend={self.backend.name!r}, "
+            f"device={self.backend.device!r}, dtype={self.dtype_name!r})"
+        )
 
     # -- data in ----------------------------------------------------------------------------
     def _inputs(self, X: Any) -> Any:
@@ -138,7 +146,9 @@ class Sequential:
         """The network's output for ``X``, an array of the backend on its device."""
         with self.backend.context():
             X = self._inputs(X)
-            chunks = [self._run(self.layers, X[s:e, ...]) for s, e in _spans(X.shape[0], batch_size)]
+            chunks = [
+                self._run(self.layers, X[s:e, ...]) for s, e in _spans(X.shape[0], batch_size)
+            ]
             return chunks[0] if len(chunks) == 1 else self.backend.xp.concat(chunks, axis=0)
 
     @staticmethod
@@ -148,12 +158,22 @@ class Sequential:
         return out
 
     # -- training ---------------------------------------------------------------------------
-    def fit(self, X: Any, y: Any, *, loss: str | Loss = "mse",
-            optimizer: str | Optimizer | None = None, epochs: int = 1,
-            batch_size: int | None = None, shuffle: bool = True, verbose: int = 1,
-            metrics: Sequence[str] | None = None,
-            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
-            callbacks: Sequence[Callback] | None = None) -> History:
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        loss: str | Loss = "mse",
+        optimizer: str | Optimizer | None = None,
+        epochs: int = 1,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        verbose: int = 1,
+        metrics: Sequence[str] | None = None,
+        validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
+        callbacks: Sequence[Callback] | None = None,
+    ) -> History:
         """Train on ``(X, y)`` and return a ``History`` (``history.history[name]``: one float
         per epoch for the loss, each metric and, with validation data, their ``val_`` forms).
 
@@ -211,8 +231,19 @@ class Sequential:
             logs: dict[str, float] = {}
             try:
                 for epoch in range(epochs):
-                    logs = self._train_epoch(X, y, layers, loss, optimizer, metric_fns,
-                                             batch_size, shuffle, epoch, epochs, progress)
+                    logs = self._train_epoch(
+                        X,
+                        y,
+                        layers,
+                        loss,
+                        optimizer,
+                        metric_fns,
+                        batch_size,
+                        shuffle,
+                        epoch,
+                        epochs,
+                        progress,
+                    )
                     if validation is not None:
                         scores = self._score(*validation, layers, loss, metric_fns, None)
                         logs.update({f"val_{k}": v for k, v in scores.items()})
@@ -227,9 +258,20 @@ class Sequential:
                 cb.on_train_end(logs)
         return history
 
-    def _train_epoch(self, X: Any, y: Any, layers: list[Layer], loss: Loss,
-                     optimizer: Optimizer, metric_fns: dict, batch_size: int | None,
-                     shuffle: bool, epoch: int, epochs: int, progress: Progress) -> dict[str, float]:
+    def _train_epoch(
+        self,
+        X: Any,
+        y: Any,
+        layers: list[Layer],
+        loss: Loss,
+        optimizer: Optimizer,
+        metric_fns: dict,
+        batch_size: int | None,
+        shuffle: bool,
+        epoch: int,
+        epochs: int,
+        progress: Progress,
+    ) -> dict[str, float]:
         xp = self.backend.xp
         rows = X.shape[0]
         spans = _spans(rows, batch_size)
@@ -273,8 +315,15 @@ class Sequential:
             return [self.backend.to_float(values[0])]
         return [float(v) for v in self.backend.to_numpy(self.backend.xp.stack(values))]
 
-    def _score(self, X: Any, y: Any, layers: list[Layer], loss: Loss, metric_fns: dict,
-               batch_size: int | None) -> dict[str, float]:
+    def _score(
+        self,
+        X: Any,
+        y: Any,
+        layers: list[Layer],
+        loss: Loss,
+        metric_fns: dict,
+        batch_size: int | None,
+    ) -> dict[str, float]:
         values, sizes = [], []
         counts: dict[str, list[Any]] = {name: [] for name in metric_fns}
         for start, stop in _spans(X.shape[0], batch_size):
@@ -290,9 +339,15 @@ class Sequential:
             scores[name] = sum(self._to_host(batch_counts)) / rows
         return scores
 
-    def evaluate(self, X: Any, y: Any, *, loss: str | Loss | None = None,
-                 metrics: Sequence[str] | None = None,
-                 batch_size: int | None = None) -> dict[str, float]:
+    def evaluate(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        loss: str | Loss | None = None,
+        metrics: Sequence[str] | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, float]:
         """``{"loss": ..., "<metric>": ...}`` over all of ``(X, y)``.
 
         ``loss=None`` takes the loss of the last ``fit``, or MSE before any.
@@ -346,8 +401,10 @@ class Sequential:
             "format_version": FORMAT_VERSION,
             "polynn_version": __version__,
             "dtype": self.dtype_name,
-            "layers": [{"type": type(layer).__name__, "config": layer.get_config()}
-                       for layer in self.layers],
+            "layers": [
+                {"type": type(layer).__name__, "config": layer.get_config()}
+                for layer in self.layers
+            ],
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -368,17 +425,28 @@ def _spans(rows: int, batch_size: int | None) -> list[tuple[int, int]]:
     return [(start, min(start + batch_size, rows)) for start in range(0, rows, batch_size)]
 
 
-def _from_config(config: dict, backend: Any, device: Any, dtype: Any,
-                 seed: int | None = None) -> Sequential:
+def _from_config(
+    config: dict, backend: Any, device: Any, dtype: Any, seed: int | None = None
+) -> Sequential:
     layers = []
     for spec in config["layers"]:
         layers.append(LAYERS[spec["type"]](**spec["config"]))
-    return Sequential(*layers, backend=backend, device=device,
-                      dtype=dtype if dtype is not None else config["dtype"], seed=seed)
+    return Sequential(
+        *layers,
+        backend=backend,
+        device=device,
+        dtype=dtype if dtype is not None else config["dtype"],
+        seed=seed,
+    )
 
 
-def load(path: str | os.PathLike, *, backend: str | Backend | None = None, device: Any = None,
-         dtype: Any = None) -> Sequential:
+def load(
+    path: str | os.PathLike,
+    *,
+    backend: str | Backend | None = None,
+    device: Any = None,
+    dtype: Any = None,
+) -> Sequential:
     """Read a model written by ``Sequential.save`` onto ``backend`` (and ``device``).
 
     ``dtype=None`` keeps the saved dtype. Nothing is unpickled: a truncated, foreign or

@@ -36,9 +36,7 @@ class Optimizer:
         """
         self.xp = xp
         params = tuple(params)
-        if len(params) != len(self.params) or any(
-            a is not b for a, b in zip(params, self.params)
-        ):
+        if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
             self.params = params
             self.state = [{} for _ in params]
             self.iterations = 0
@@ -62,8 +60,13 @@ class SGD(Optimizer):
     (coupled L2 regularisation).
     """
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(lr)
         self.momentum = number(momentum, "SGD momentum", 0.0, 1.0)
         self.weight_decay = number(weight_decay, "SGD weight_decay", 0.0)
@@ -88,8 +91,12 @@ class SGD(Optimizer):
             p.value -= lr * g
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay}
+        return {
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+        }
 
 
 class Adam(Optimizer):
@@ -99,8 +106,14 @@ class Adam(Optimizer):
     shrink by ``lr * weight_decay * p`` each step, outside the adaptive scaling.
     """
 
-    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(lr)
         self.beta1 = number(beta1, "Adam beta1", 0.0, 1.0)
         self.beta2 = number(beta2, "Adam beta2", 0.0, 1.0)
@@ -128,8 +141,13 @@ class Adam(Optimizer):
             p.value -= step_size * state["m"] / (xp.sqrt(state["v"]) * root_correction + self.eps)
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                "weight_decay": self.weight_decay}
+        return {
+            "lr": self.lr,
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+        }
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}

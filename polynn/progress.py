@@ -26,8 +26,12 @@ class Progress:
         if not self.enabled or self.batches == 1:
             return
         if self.bar is None:
-            self.bar = tqdm(total=self.batches, desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                            unit="batch", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=self.batches,
+                desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                unit="batch",
+                dynamic_ncols=True,
+            )
         self.bar.update(1)
 
     def end_epoch(self, logs: dict[str, float]) -> None:

@@ -117,7 +117,9 @@ class Backend:
         if not kind_ok:
             raise PolynnTypeError(f"{name} must hold real numbers; got an array of {x.dtype}.")
         if x.ndim == 0 or x.shape[0] == 0:
-            raise PolynnValueError(f"{name} is empty (shape {tuple(x.shape)}); expected rows of data.")
+            raise PolynnValueError(
+                f"{name} is empty (shape {tuple(x.shape)}); expected rows of data."
+            )
         if xp.isdtype(x.dtype, "real floating") and not bool(xp.all(xp.isfinite(x))):
             raise PolynnValueError(f"{name} contains NaN or infinite values; clean the data first.")
         if dtype is not None:
@@ -167,14 +169,16 @@ def check_host_array(data: Any, name: str) -> np.ndarray:
     if a.dtype.kind not in "iuf":
         raise PolynnTypeError(
             f"{name} must hold real numbers; got data of dtype {a.dtype} "
-            f"(for example {a.flat[0]!r})." if a.size else f"{name} must hold real numbers."
+            f"(for example {a.flat[0]!r})."
+            if a.size
+            else f"{name} must hold real numbers."
         )
     if a.ndim == 0 or a.shape[0] == 0:
         raise PolynnValueError(f"{name} is empty (shape {a.shape}); expected rows of data.")
     if a.dtype.kind == "f" and not np.isfinite(a).all():
-        bad = np.argwhere(~np.isfinite(a))[0]
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
         raise PolynnValueError(
-            f"{name} contains NaN or infinite values (first at index {tuple(int(i) for i in bad)}); "
+            f"{name} contains NaN or infinite values (first at index {where}); "
             "clean the data first."
         )
     return a

@@ -33,9 +33,7 @@ def to_numpy(x: Any) -> np.ndarray:
         try:
             return np.from_dlpack(x).copy()
         except Exception:
-            raise PolynnTypeError(
-                f"cannot copy a {type(x).__name__} to NumPy: {exc}"
-            ) from None
+            raise PolynnTypeError(f"cannot copy a {type(x).__name__} to NumPy: {exc}") from None
 
 
 class HostRNG:
