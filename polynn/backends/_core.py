@@ -8,6 +8,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from polynn.backends.host import to_numpy
 from polynn.errors import PolynnTypeError, PolynnValueError
 
 DTYPES = ("float32", "float64")
@@ -46,9 +47,6 @@ class Backend:
         """Copy a host NumPy array onto this backend's device (never a view of ``a``)."""
         return self.xp.asarray(a, device=self.device, copy=True)
 
-    def _to_numpy(self, x: Any) -> np.ndarray:
-        return np.array(x, copy=True)
-
     def context(self) -> contextlib.AbstractContextManager:
         """A context manager that makes this backend's device the current one."""
         return contextlib.nullcontext()
@@ -77,7 +75,7 @@ class Backend:
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A NumPy copy of ``x`` (an array of this backend); never a view of it."""
-        return self._to_numpy(x)
+        return to_numpy(x)
 
     def to_float(self, x: Any) -> float:
         """A Python float from a 0-d array (this waits for the device)."""
@@ -108,8 +106,7 @@ class Backend:
                 f"pn.to_numpy({name}) to copy it through the host, or move the model with "
                 f"net.to(...)."
             )
-        host = check_host_array(data, name)
-        return self.from_numpy(host, dtype if dtype is not None else host.dtype)
+        return self.from_numpy(check_host_array(data, name), dtype)
 
     def _check_device_array(self, x: Any, dtype: Any, name: str) -> Any:
         xp = self.xp

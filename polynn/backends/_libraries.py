@@ -93,9 +93,6 @@ class CupyBackend(Backend):
     def _from_numpy(self, a: np.ndarray) -> Any:
         return self._cupy.asarray(a)  # on the current device: from_numpy enters context()
 
-    def _to_numpy(self, x: Any) -> np.ndarray:
-        return x.get()
-
     def device_of(self, x: Any) -> Any:
         return x.device
 

@@ -1,0 +1,165 @@
+"""The backend registry: names, precedence, clear errors, devices, and the neutral core."""
+
+from __future__ import annotations
+
+import ast
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import polynn as pn
+from polynn import backends
+
+PACKAGE = Path(pn.__file__).parent
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch):
+    """A registry that probes libraries again (the real one probes each only once)."""
+    monkeypatch.setattr(backends, "_resolved", {})
+
+
+def tiny(**kwargs):
+    return pn.Sequential(pn.Dense(2, 3), pn.Tanh(), pn.Dense(3, 1), **kwargs)
+
+
+def test_available_lists_only_usable_backends():
+    names = backends.available()
+    assert "numpy" in names
+    for name in names:
+        assert backends.get(name).name == name
+    assert "auto" not in names
+
+
+def test_get_returns_name_namespace_and_device(backend):
+    assert backend.name in backends.names()
+    x = backend.xp.zeros((2,), device=backend.device)
+    assert backends.get(backend.name).owns(x)
+
+
+def test_unknown_backend_lists_valid_names():
+    with pytest.raises(pn.PolynnValueError, match=r"unknown backend 'nump'.*'numpy'.*'cupy'"):
+        tiny(backend="nump")
+    with pytest.raises(ValueError):
+        backends.get("tensorflow")
+
+
+def test_precedence_argument_then_environment_then_numpy(monkeypatch):
+    monkeypatch.delenv("POLYNN_BACKEND", raising=False)
+    assert tiny().backend.name == "numpy"
+    monkeypatch.setenv("POLYNN_BACKEND", "array_api_strict")  # read when needed, not at import
+    assert tiny().backend.name == "array_api_strict"
+    assert tiny(backend="numpy").backend.name == "numpy"
+    monkeypatch.setenv("POLYNN_BACKEND", "bogus")
+    with pytest.raises(pn.PolynnValueError, match="unknown backend 'bogus'"):
+        tiny()
+
+
+def test_cupy_not_installed_names_the_extra(monkeypatch, fresh_registry):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
+    with pytest.raises(pn.BackendUnavailableError, match=r"polynn\[cuda12\]") as err:
+        backends.get("cupy")
+    assert isinstance(err.value, RuntimeError)
+    assert "cupy" not in backends.available()
+
+
+def fake_cupy(count_error=None, count=0):
+    def get_device_count():
+        if count_error:
+            raise count_error
+        return count
+
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=get_device_count)
+    )
+    return cupy
+
+
+@pytest.mark.parametrize(
+    "fake", [fake_cupy(RuntimeError("no CUDA-capable device is detected")), fake_cupy(count=0)]
+)
+def test_cupy_without_a_device_says_so(monkeypatch, fresh_registry, fake):
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(pn.BackendUnavailableError, match="no CUDA device"):
+        tiny(backend="cupy")
+
+
+def test_auto_falls_back_to_numpy_without_cupy(monkeypatch, fresh_registry):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(count=0))
+    assert tiny(backend="auto").backend.name == "numpy"
+
+
+def test_auto_prefers_cupy_when_usable():
+    try:
+        backends.get("cupy")
+    except pn.BackendUnavailableError as exc:
+        pytest.skip(f"cupy is not usable here: {exc}")
+    assert tiny(backend="auto").backend.name == "cupy"
+
+
+def test_a_library_is_probed_once(monkeypatch, fresh_registry):
+    calls = []
+
+    def count():
+        calls.append(1)
+        return 0
+
+    cupy = fake_cupy()
+    cupy.cuda.runtime.getDeviceCount = count
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    for _ in range(3):
+        with pytest.raises(pn.BackendUnavailableError):
+            backends.get("cupy")
+    assert len(calls) == 1
+
+
+def test_bad_device_names_the_valid_ones():
+    with pytest.raises(pn.PolynnValueError, match="'cpu'"):
+        backends.get("numpy", device="cuda:0")
+
+
+def test_model_on_an_extra_device_keeps_everything_there():
+    """array-api-strict's virtual devices stand in for a second GPU."""
+    pytest.importorskip("array_api_strict")
+    net = tiny(backend="array_api_strict", device="device1", seed=0)
+    assert all(str(p.value.device) == str(net.backend.device) for p in net.params)
+    X = np.array([[0.0, 1.0], [1.0, 0.0]])
+    net.fit(X, [0.0, 1.0], optimizer=pn.Adam(), epochs=2, verbose=0)
+    state = [s for d in net.optimizer.state for s in d.values()]
+    assert state and all(str(s.device) == "array_api_strict.Device('device1')" for s in state)
+    assert str(net.predict(X).device) == "array_api_strict.Device('device1')"
+    moved = net.to("array_api_strict", device="device2")
+    assert str(moved.predict(X).device) == "array_api_strict.Device('device2')"
+    np.testing.assert_array_equal(pn.to_numpy(moved.predict(X)), pn.to_numpy(net.predict(X)))
+
+
+def test_to_moves_a_model_between_backends(backend):
+    X = np.random.default_rng(0).normal(size=(5, 2))
+    net = tiny(backend="numpy", seed=3, dtype="float64")
+    moved = net.to(backend)
+    assert moved.backend == backend
+    np.testing.assert_allclose(
+        pn.to_numpy(moved.predict(X)), pn.to_numpy(net.predict(X)), rtol=1e-12
+    )
+
+
+def test_only_backends_import_array_libraries():
+    """The network code is written once: only polynn/backends may import array libraries."""
+    banned = {"numpy", "cupy", "array_api_compat", "array_api_strict", "torch", "jax"}
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if "backends" in path.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in banned]
+    assert offenders == []
