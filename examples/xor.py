@@ -25,6 +25,10 @@ Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
 
 def tutorial(backend: str) -> None:
     """The tutorial's network, its initial weights and its 10,000 full-batch epochs."""
+    if backend == "jax":  # float64 on JAX needs its 64-bit mode, switched on before any array
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
     np.random.seed(42)  # the tutorial's legacy global seed and draw order
     w_input_hidden = np.random.randn(2, 2)
     w_hidden_output = np.random.randn(2, 1)

@@ -413,9 +413,23 @@ class Sequential:
         write_npz(path, self.get_weights(), self.get_config())
 
     def to(self, backend: str | Backend, device: Any = None) -> Sequential:
-        """A copy of this model (weights and dtype) on another backend or device."""
+        """This model on another backend or device: a copy with the same weights, dtype, seed,
+        last loss and optimizer state (so that training can go on there). Arrays travel
+        through DLPack where both libraries support it, else through the host."""
         net = _from_config(self.get_config(), backend, device, None, self.seed)
-        net.set_weights(self.get_weights())
+        with net.backend.context():
+            for mine, theirs in zip(net.params, self.params):
+                mine.value = net.backend.adopt(theirs.value)
+            net.loss = None if self.loss is None else get_loss(type(self.loss)(), net.backend)
+            if self.optimizer is not None:
+                optimizer = type(self.optimizer)(**self.optimizer.get_config())
+                optimizer.bind(net.params, net.backend.xp)
+                optimizer.iterations = self.optimizer.iterations
+                optimizer.state = [
+                    {key: net.backend.adopt(value) for key, value in state.items()}
+                    for state in self.optimizer.state
+                ]
+                net.optimizer = optimizer
         return net
 
 

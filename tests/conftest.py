@@ -36,6 +36,15 @@ def resolve(name: str) -> pn.backends.Backend:
         pytest.skip(f"backend {name!r} is not usable here: {exc}")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if "jax" in requested_backends():
+        try:
+            import jax
+        except ImportError:
+            return  # the jax tests then skip, saying why
+        jax.config.update("jax_enable_x64", True)  # the float64 tests need JAX's 64-bit mode
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if require_gpu():
         try:

@@ -163,6 +163,8 @@ def test_dtype_is_kept_through_training(backend, dtype):
 
 def test_parameters_are_updated_in_place(backend):
     """Where arrays are writable, training keeps the same parameter arrays (no copies)."""
+    if not backend.inplace:
+        pytest.skip(f"{backend.name} arrays are immutable: updates rebind new arrays")
     X, y = regression_data()
     net = mlp(backend)
     before = [p.value for p in net.params]

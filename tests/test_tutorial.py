@@ -70,6 +70,26 @@ def test_tutorial_parity(backend):
     np.testing.assert_allclose(pn.to_numpy(net.predict(XOR_X)), ref_final, rtol=0, atol=1e-9)
 
 
+def test_tutorial_network_trains_identically_on_every_backend(backend):
+    """The same run on this backend and on NumPy agree to 1e-12 in float64."""
+    runs = []
+    for name in ("numpy", backend):
+        net = pn.Sequential(
+            pn.Dense(2, 2),
+            pn.Sigmoid(),
+            pn.Dense(2, 1),
+            pn.Sigmoid(),
+            backend=name,
+            dtype="float64",
+        )
+        net.set_weights(tutorial_weights())
+        net.fit(XOR_X, XOR_Y, optimizer=pn.SGD(lr=0.2), epochs=2000, shuffle=False, verbose=0)
+        runs.append((pn.to_numpy(net.predict(XOR_X)), net.get_weights()))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=0, atol=1e-12)
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
 def test_xor_example_prints_what_the_tutorial_prints(backend):
     """``examples/xor.py --tutorial`` prints the tutorial program's measured output
     (``shared/seed/MEASURED.md``: the tutorial run as written, NumPy 2.4, float64)."""

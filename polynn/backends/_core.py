@@ -22,6 +22,9 @@ class Backend:
     copying results out, entering a device context) is a method here.
     """
 
+    #: Whether the library's arrays can be updated in place (JAX's cannot).
+    inplace = True
+
     def __init__(self, name: str, xp: Any, device: Any) -> None:
         self.name = name
         self.xp = xp
@@ -76,6 +79,18 @@ class Backend:
     def to_numpy(self, x: Any) -> np.ndarray:
         """A NumPy copy of ``x`` (an array of this backend); never a view of it."""
         return to_numpy(x)
+
+    def adopt(self, x: Any) -> Any:
+        """A copy, on this backend and device, of an array of any backend: through DLPack
+        where both sides support it, else through the host."""
+        try:
+            with self.context():
+                y = self.xp.from_dlpack(x)
+                if str(self.device_of(y)) == str(self.device):
+                    return self.xp.asarray(y, copy=True)
+        except Exception:  # no DLPack between these two libraries or devices
+            pass
+        return self.from_numpy(to_numpy(x))
 
     def to_float(self, x: Any) -> float:
         """A Python float from a 0-d array (this waits for the device)."""

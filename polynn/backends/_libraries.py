@@ -120,8 +120,86 @@ def _cuda_index(device: Any, cupy: Any, count: int) -> int:
     return index
 
 
+class TorchBackend(Backend):
+    """PyTorch tensors on the CPU or, with ``device="cuda"`` / ``"cuda:N"``, on a GPU."""
+
+    def __init__(self, device: Any = None) -> None:
+        torch = _import("torch", "torch", "pip install torch")
+        xp = _import("array_api_compat.torch", "torch", "pip install array-api-compat")
+        self._torch = torch
+        try:
+            device = torch.device("cpu" if device is None else device)
+        except (RuntimeError, TypeError):
+            raise _bad_device("torch", device, "'cpu', 'cuda' or 'cuda:N'") from None
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise BackendUnavailableError(
+                    f"backend 'torch' on {device}: PyTorch sees no usable CUDA device "
+                    f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})."
+                )
+            index = torch.cuda.current_device() if device.index is None else device.index
+            if index >= torch.cuda.device_count():
+                raise _bad_device(
+                    "torch", str(device), f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+                )
+            device = torch.device("cuda", index)
+        elif device.type != "cpu":
+            raise _bad_device("torch", str(device), "'cpu', 'cuda' or 'cuda:N'")
+        super().__init__("torch", xp, device)
+
+    def owns(self, x: Any) -> bool:
+        return isinstance(x, self._torch.Tensor)
+
+    def _from_numpy(self, a: np.ndarray) -> Any:
+        return self._torch.from_numpy(a).to(self.device, copy=True)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            self._torch.cuda.synchronize(self.device)
+
+
+class JaxBackend(Backend):
+    """JAX arrays on the CPU (or another JAX device). JAX arrays are immutable: parameter
+    updates rebind new arrays instead of writing in place."""
+
+    inplace = False
+
+    def __init__(self, device: Any = None) -> None:
+        jax = _import("jax", "jax", "pip install jax")
+        self._jax = jax
+        if device is None or isinstance(device, str):
+            platform = device or "cpu"
+            try:
+                device = jax.devices(platform)[0]
+            except RuntimeError:
+                raise _bad_device(
+                    "jax", platform, "a platform JAX knows here, such as 'cpu'"
+                ) from None
+        super().__init__("jax", jax.numpy, device)
+
+    def owns(self, x: Any) -> bool:
+        return isinstance(x, self._jax.Array)
+
+    def _from_numpy(self, a: np.ndarray) -> Any:
+        return self._jax.device_put(a, self.device)
+
+    def dtype(self, name: Any) -> Any:
+        dtype = super().dtype(name)
+        if dtype == self.xp.float64 and not self._jax.config.jax_enable_x64:
+            raise PolynnValueError(
+                "float64 on the jax backend needs 64-bit mode: call "
+                "jax.config.update('jax_enable_x64', True) before building the model."
+            )
+        return dtype
+
+    def synchronize(self) -> None:
+        self.xp.zeros((), device=self.device).block_until_ready()
+
+
 LIBRARIES: dict[str, type[Backend]] = {
     "numpy": NumpyBackend,
     "array_api_strict": ArrayApiStrictBackend,
     "cupy": CupyBackend,
+    "torch": TorchBackend,
+    "jax": JaxBackend,
 }

@@ -26,7 +26,7 @@ def to_numpy(x: Any) -> np.ndarray:
     if array_api_compat.is_cupy_array(x):
         return x.get()
     if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
+        return x.detach().cpu().numpy().copy()
     if type(x).__module__.startswith("array_api_strict"):
         cpu = type(x.device)("CPU_DEVICE")
         if x.device != cpu:
@@ -115,3 +115,22 @@ def read_npz(path: str | os.PathLike) -> tuple[dict, list[np.ndarray]]:
     if not isinstance(config, dict):
         raise foreign
     return config, arrays
+
+
+def softmax(logits: Any) -> np.ndarray:
+    """Row-wise softmax of host logits (rows, classes), computed in float64.
+
+    The rows of the result sum to 1 to float64 precision, whatever the model's dtype; used by
+    ``polynn.sklearn`` for ``predict_proba``.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def log_softmax(logits: Any) -> np.ndarray:
+    """Row-wise log-softmax of host logits (rows, classes), computed in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
