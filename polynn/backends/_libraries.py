@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from polynn.backends import _numpy_fast
 from polynn.backends._core import Backend
 from polynn.errors import BackendUnavailableError, PolynnValueError
 
@@ -32,7 +33,7 @@ class NumpyBackend(Backend):
     def __init__(self, device: Any = None) -> None:
         if device not in (None, "cpu"):
             raise _bad_device("numpy", device, "'cpu' (or None)")
-        super().__init__("numpy", np, "cpu")
+        super().__init__("numpy", _numpy_fast.namespace(), "cpu")
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, np.ndarray)

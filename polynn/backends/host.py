@@ -16,7 +16,7 @@ import numpy as np
 
 from polynn.errors import PolynnFileError, PolynnFileNotFoundError, PolynnTypeError
 
-__all__ = ["HostRNG", "read_npz", "to_numpy", "write_npz"]
+__all__ = ["HostRNG", "log_softmax", "read_npz", "softmax", "to_numpy", "write_npz"]
 
 
 def to_numpy(x: Any) -> np.ndarray:
