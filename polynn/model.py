@@ -412,6 +412,11 @@ class Sequential:
         replaced only once the new one is complete."""
         write_npz(path, self.get_weights(), self.get_config())
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickling keeps the layers, weights, dtype, seed and backend name (not the
+        optimizer state): a namespace module itself cannot be pickled."""
+        return _unpickle, (self.get_config(), self.get_weights(), self.backend.name, self.seed)
+
     def to(self, backend: str | Backend, device: Any = None) -> Sequential:
         """This model on another backend or device: a copy with the same weights, dtype, seed,
         last loss and optimizer state (so that training can go on there). Arrays travel
@@ -452,6 +457,12 @@ def _from_config(
         dtype=dtype if dtype is not None else config["dtype"],
         seed=seed,
     )
+
+
+def _unpickle(config: dict, weights: list[Any], backend: str, seed: int | None) -> Sequential:
+    net = _from_config(config, backend, None, None, seed)
+    net.set_weights(weights)
+    return net
 
 
 def load(

@@ -34,7 +34,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 import polynn as pn
 from polynn.backends.host import log_softmax, softmax
-from polynn.layers import LAYERS
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -269,35 +268,6 @@ class _BaseMLP(BaseEstimator):
 
     def _validation_score(self, model: pn.Sequential, X: Any, y: Any) -> float:
         raise NotImplementedError
-
-    # -- pickling: a model holds its array namespace (a module), so store weights instead --
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        model = state.get("model_")
-        if isinstance(model, pn.Sequential):
-            state = dict(state)
-            del state["model_"]
-            state["_model_state"] = {
-                "config": model.get_config(),
-                "weights": model.get_weights(),
-                "backend": model.backend.name,
-                "seed": model.seed,
-            }
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        saved = state.pop("_model_state", None)
-        super().__setstate__(state)
-        if saved is not None:
-            layers = [LAYERS[s["type"]](**s["config"]) for s in saved["config"]["layers"]]
-            model = pn.Sequential(
-                *layers,
-                backend=saved["backend"],
-                dtype=saved["config"]["dtype"],
-                seed=saved["seed"],
-            )
-            model.set_weights(saved["weights"])
-            self.model_ = model
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):

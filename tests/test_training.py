@@ -210,3 +210,13 @@ def test_get_and_set_weights_copy(backend):
     net.fit(X, y, optimizer=pn.SGD(0.1), epochs=2, verbose=0)
     for w, k in zip(mine, kept):
         np.testing.assert_array_equal(w, k)
+
+
+def test_pickle_round_trip(backend):
+    import pickle
+
+    X, _ = regression_data()
+    net = mlp(backend)
+    copy = pickle.loads(pickle.dumps(net))
+    assert copy.backend == net.backend and copy.dtype_name == net.dtype_name
+    np.testing.assert_array_equal(pn.to_numpy(copy.predict(X)), pn.to_numpy(net.predict(X)))
