@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from polynn import __version__
@@ -228,26 +229,26 @@ class Sequential:
                 cb.on_train_begin({})
             self.stop_training = False
             progress = Progress(epochs, X.shape[0], batch_size, enabled=bool(verbose))
+            run = _Run(
+                layers=layers,
+                backward=layers[::-1],
+                loss=loss,
+                optimizer=optimizer,
+                metrics=metric_fns,
+                spans=_spans(X.shape[0], batch_size),
+                shuffle=shuffle,
+                epochs=epochs,
+                tick=progress.batch_done if progress.per_batch else None,
+            )
             logs: dict[str, float] = {}
             try:
                 for epoch in range(epochs):
-                    logs = self._train_epoch(
-                        X,
-                        y,
-                        layers,
-                        loss,
-                        optimizer,
-                        metric_fns,
-                        batch_size,
-                        shuffle,
-                        epoch,
-                        epochs,
-                        progress,
-                    )
+                    logs = self._train_epoch(X, y, run, epoch)
                     if validation is not None:
                         scores = self._score(*validation, layers, loss, metric_fns, None)
                         logs.update({f"val_{k}": v for k, v in scores.items()})
-                    progress.end_epoch(logs)
+                    if progress.enabled:
+                        progress.end_epoch(logs)
                     for cb in callbacks:
                         cb.on_epoch_end(epoch, logs)
                     if self.stop_training:
@@ -258,51 +259,43 @@ class Sequential:
                 cb.on_train_end(logs)
         return history
 
-    def _train_epoch(
-        self,
-        X: Any,
-        y: Any,
-        layers: list[Layer],
-        loss: Loss,
-        optimizer: Optimizer,
-        metric_fns: dict,
-        batch_size: int | None,
-        shuffle: bool,
-        epoch: int,
-        epochs: int,
-        progress: Progress,
-    ) -> dict[str, float]:
+    def _train_epoch(self, X: Any, y: Any, run: _Run, epoch: int) -> dict[str, float]:
         xp = self.backend.xp
         rows = X.shape[0]
-        spans = _spans(rows, batch_size)
-        if shuffle and len(spans) > 1:
-            order = self.backend.from_numpy(self._rng.permutation(rows))
-            X, y = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
-        backward = layers[::-1]
+        if len(run.spans) == 1:
+            batches = [(X, y)]
+        else:
+            if run.shuffle:
+                order = self.backend.from_numpy(self._rng.permutation(rows))
+                X, y = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
+            batches = [(X[a:b, ...], y[a:b, ...]) for a, b in run.spans]
         values = []
-        counts: dict[str, list[Any]] = {name: [] for name in metric_fns}
-        for start, stop in spans:
-            xb, yb = (X, y) if len(spans) == 1 else (X[start:stop, ...], y[start:stop, ...])
+        counts: dict[str, list[Any]] = {name: [] for name in run.metrics}
+        for xb, yb in batches:
             out = xb
-            for layer in layers:
+            for layer in run.layers:
                 out = layer.forward(out)
-            value, grad = loss.value_and_grad(out, yb)
-            for layer in backward:
+            value, grad = run.loss.value_and_grad(out, yb)
+            for layer in run.backward:
                 grad = layer.backward(grad)
-            optimizer.step()
+            run.optimizer.step()
             values.append(value)
-            for name, fn in metric_fns.items():
-                counts[name].append(fn(out, yb, xp))
-            progress.batch_done()
-        sizes = [stop - start for start, stop in spans]
+            if counts:
+                for name, fn in run.metrics.items():
+                    counts[name].append(fn(out, yb, xp))
+            if run.tick is not None:
+                run.tick()
         batch_losses = self._to_host(values)
-        total = sum(v * n for v, n in zip(batch_losses, sizes))
+        if len(batch_losses) == 1:
+            total = batch_losses[0] * rows
+        else:
+            total = sum(v * (b - a) for v, (a, b) in zip(batch_losses, run.spans))
         if not math.isfinite(total):
             bad = next(i for i, v in enumerate(batch_losses) if not math.isfinite(v))
             raise TrainingDivergedError(
-                f"training diverged at epoch {epoch + 1}/{epochs}, batch {bad + 1}/{len(spans)}: "
-                f"the loss is {batch_losses[bad]}. Try a lower learning rate (this optimizer "
-                f"has lr={optimizer.lr:g}), or scale the inputs."
+                f"training diverged at epoch {epoch + 1}/{run.epochs}, batch {bad + 1}/"
+                f"{len(run.spans)}: the loss is {batch_losses[bad]}. Try a lower learning rate "
+                f"(this optimizer has lr={run.optimizer.lr:g}), or scale the inputs."
             )
         logs = {"loss": total / rows}
         for name, batch_counts in counts.items():
@@ -436,6 +429,21 @@ class Sequential:
                 ]
                 net.optimizer = optimizer
         return net
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every epoch of one ``fit`` call needs, resolved once."""
+
+    layers: list[Layer]
+    backward: list[Layer]
+    loss: Loss
+    optimizer: Optimizer
+    metrics: dict[str, Any]
+    spans: list[tuple[int, int]]
+    shuffle: bool
+    epochs: int
+    tick: Any  # the progress bar's per-batch callback, or None
 
 
 def _spans(rows: int, batch_size: int | None) -> list[tuple[int, int]]:

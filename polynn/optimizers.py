@@ -77,6 +77,10 @@ class SGD(Optimizer):
     def step(self) -> None:
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
         self.iterations += 1
+        if not (mu or wd):  # plain gradient descent
+            for p in self.params:
+                p.value -= lr * p.grad
+            return
         for p, state in zip(self.params, self.state):
             g = p.grad
             if wd:

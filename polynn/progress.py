@@ -18,13 +18,13 @@ class Progress:
         self.epochs = epochs
         self.batches = 1 if batch_size is None else math.ceil(rows / batch_size)
         self.epoch = 0
+        #: Whether ``batch_done`` must be called after each batch.
+        self.per_batch = self.enabled and self.batches > 1
         self.bar: Any = None
         if self.enabled and self.batches == 1:
             self.bar = tqdm(total=epochs, desc="fit", unit="epoch", dynamic_ncols=True)
 
     def batch_done(self) -> None:
-        if not self.enabled or self.batches == 1:
-            return
         if self.bar is None:
             self.bar = tqdm(
                 total=self.batches,
