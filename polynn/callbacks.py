@@ -6,7 +6,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from polynn._checks import integer, number
-from polynn.errors import PolynnValueError
+from polynn.errors import PolynnTypeError, PolynnValueError
 
 if TYPE_CHECKING:
     from polynn.model import Sequential
@@ -67,6 +67,10 @@ class EarlyStopping(Callback):
         restore_best_weights: bool = False,
         mode: str = "auto",
     ) -> None:
+        if not isinstance(monitor, str):
+            raise PolynnTypeError(
+                f"EarlyStopping monitor must be a name such as 'val_loss'; got {monitor!r}."
+            )
         if mode not in ("auto", "min", "max"):
             raise PolynnValueError(
                 f"EarlyStopping mode must be 'auto', 'min' or 'max'; got {mode!r}."

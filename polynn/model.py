@@ -145,6 +145,8 @@ class Sequential:
 
     def predict(self, X: Any, batch_size: int | None = None) -> Any:
         """The network's output for ``X``, an array of the backend on its device."""
+        if batch_size is not None:
+            batch_size = integer(batch_size, "batch_size", 1)
         with self.backend.context():
             X = self._inputs(X)
             chunks = [

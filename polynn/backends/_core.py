@@ -116,7 +116,7 @@ class Backend:
         library = foreign_library(data)
         if library is not None:
             raise PolynnTypeError(
-                f"{name} is a {library} array, but the model runs on backend {self.name!r}. "
+                f"{name} is an array of {library}, but the model runs on backend {self.name!r}. "
                 f"polynn does not move arrays between libraries behind your back: pass "
                 f"pn.to_numpy({name}) to copy it through the host, or move the model with "
                 f"net.to(...)."
@@ -138,6 +138,8 @@ class Backend:
             target = self.dtype(dtype)
             if x.dtype != target:
                 x = xp.astype(x, target)
+        elif xp.isdtype(x.dtype, "bool"):
+            x = xp.astype(x, xp.int64)  # as host data: False/True mean 0/1
         return x
 
 

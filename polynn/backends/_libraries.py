@@ -38,6 +38,11 @@ class NumpyBackend(Backend):
     def owns(self, x: Any) -> bool:
         return isinstance(x, np.ndarray)
 
+    def context(self) -> contextlib.AbstractContextManager:
+        # A diverging run overflows; fit reports that as TrainingDivergedError, so NumPy's
+        # overflow warnings before it would only be noise.
+        return np.errstate(over="ignore", invalid="ignore")
+
     def _from_numpy(self, a: np.ndarray) -> Any:
         return a.copy()
 
@@ -176,6 +181,8 @@ class JaxBackend(Backend):
                 raise _bad_device(
                     "jax", platform, "a platform JAX knows here, such as 'cpu'"
                 ) from None
+        elif not isinstance(device, jax.Device):
+            raise _bad_device("jax", device, "a jax.Device or a platform name such as 'cpu'")
         super().__init__("jax", jax.numpy, device)
 
     def owns(self, x: Any) -> bool:

@@ -73,17 +73,21 @@ def write_npz(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dic
     path = Path(path)
     contents = {"config": np.array(json.dumps(config))}
     contents.update({f"param_{i}": np.asarray(a) for i, a in enumerate(arrays)})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **contents)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **contents)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        kind = PolynnFileNotFoundError if isinstance(exc, FileNotFoundError) else PolynnFileError
+        raise kind(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
     return path
 
 
@@ -96,6 +100,8 @@ def read_npz(path: str | os.PathLike) -> tuple[dict, list[np.ndarray]]:
         f"{str(path)!r} is not a polynn model file (expected an .npz archive with a 'config' "
         "entry, as written by net.save)."
     )
+    if not zipfile.is_zipfile(path):
+        raise foreign
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
