@@ -67,9 +67,10 @@ def other_backend(request: pytest.FixtureRequest) -> pn.backends.Backend:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """``other_backend`` pairs every requested backend with ``backend`` (round trips)."""
+    """``other_backend`` pairs ``backend`` with every backend usable here, requested or not
+    (round trips between libraries)."""
     if "other_backend" in metafunc.fixturenames:
-        metafunc.parametrize("other_backend", requested_backends(), indirect=True)
+        metafunc.parametrize("other_backend", ALL_BACKENDS, indirect=True)
 
 
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
