@@ -496,9 +496,14 @@ def load(
             f"{str(path)!r} has format version {version!r}; this polynn ({__version__}) reads "
             f"versions up to {FORMAT_VERSION}: upgrade polynn."
         )
-    backend = get(backend, device)  # an unusable backend is the caller's error, not the file's
-    if dtype is not None:
-        dtype = dtype_name(dtype)
+    try:
+        saved_dtype = dtype_name(config["dtype"])
+    except (KeyError, PolynnValueError) as exc:
+        raise PolynnFileError(f"{str(path)!r} has no valid dtype in its config: {exc}") from None
+    # What the caller asks for (backend, device, dtype) is the caller's to fix, not the file's.
+    backend = get(backend, device)
+    dtype = saved_dtype if dtype is None else dtype_name(dtype)
+    backend.dtype(dtype)
     try:
         unknown = [s.get("type") for s in config["layers"] if s.get("type") not in LAYERS]
         if unknown:
