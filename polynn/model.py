@@ -272,7 +272,7 @@ class Sequential:
                 X, y = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
             batches = [(X[a:b, ...], y[a:b, ...]) for a, b in run.spans]
         values = []
-        counts: dict[str, list[Any]] = {name: [] for name in run.metrics}
+        counts: dict[str, list[Any]] = {name: [] for name in run.metrics} if run.metrics else {}
         for xb, yb in batches:
             out = xb
             for layer in run.layers:
@@ -287,10 +287,11 @@ class Sequential:
                     counts[name].append(fn(out, yb, xp))
             if run.tick is not None:
                 run.tick()
-        batch_losses = self._to_host(values)
-        if len(batch_losses) == 1:
+        if len(values) == 1:
+            batch_losses = [float(values[0])]
             total = batch_losses[0] * rows
         else:
+            batch_losses = self._to_host(values)
             total = sum(v * (b - a) for v, (a, b) in zip(batch_losses, run.spans))
         if not math.isfinite(total):
             bad = next(i for i, v in enumerate(batch_losses) if not math.isfinite(v))
@@ -307,7 +308,7 @@ class Sequential:
     def _to_host(self, values: list[Any]) -> list[float]:
         """Floats from a list of 0-d device arrays, in one transfer."""
         if len(values) == 1:
-            return [self.backend.to_float(values[0])]
+            return [float(values[0])]
         return [float(v) for v in self.backend.to_numpy(self.backend.xp.stack(values))]
 
     def _score(

@@ -92,10 +92,6 @@ class Backend:
             pass
         return self.from_numpy(to_numpy(x))
 
-    def to_float(self, x: Any) -> float:
-        """A Python float from a 0-d array (this waits for the device)."""
-        return float(x)
-
     def asarray(self, data: Any, *, dtype: Any = None, name: str = "X") -> Any:
         """Check user data and return it as an array of this backend.
 
