@@ -46,10 +46,13 @@ class Layer:
     params: tuple[Parameter, ...] = ()
     #: The weight initialisation a preceding ``Dense`` uses by default.
     init: ClassVar[str] = "glorot_uniform"
+    #: Set once a model has built the layer: a layer belongs to one model.
+    built = False
 
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         """Create the parameters on ``backend`` (``init`` is a hint for weights)."""
         self.xp = backend.xp
+        self.built = True
 
     def forward(self, x: Any) -> Any:
         raise NotImplementedError

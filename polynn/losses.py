@@ -117,9 +117,17 @@ class CrossEntropy(Loss):
                     f"class labels must lie in [0, {n_outputs - 1}] for a network with "
                     f"{n_outputs} outputs; y holds labels from {low} to {high}."
                 )
-            classes = xp.arange(n_outputs, dtype=y.dtype, device=backend.device)
+            y = xp.astype(y, xp.int64)  # narrow integer types would wrap in the comparison
+            classes = xp.arange(n_outputs, dtype=xp.int64, device=backend.device)
             return xp.astype(y[:, None] == classes, backend.dtype(dtype))
-        return _column(xp.astype(y, backend.dtype(dtype)), n_outputs, backend)
+        y = _column(xp.astype(y, backend.dtype(dtype)), n_outputs, backend)
+        rows_ok = xp.all(y >= 0) & xp.all(xp.abs(xp.sum(y, axis=1) - 1.0) <= 1e-4)
+        if not bool(rows_ok):
+            raise PolynnValueError(
+                "2-d targets for loss 'cross_entropy' must be one-hot or probability rows "
+                "(values >= 0, each row summing to 1); y has rows that are not."
+            )
+        return y
 
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
         xp = self.xp

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Sequence
@@ -20,8 +21,8 @@ from polynn.errors import (
     PolynnValueError,
     TrainingDivergedError,
 )
-from polynn.layers import LAYERS, Dense, Layer, Parameter, Softmax
-from polynn.losses import CrossEntropy, Loss, get_loss
+from polynn.layers import LAYERS, Dense, Identity, Layer, Parameter, Softmax
+from polynn.losses import BinaryCrossEntropy, CrossEntropy, Loss, get_loss
 from polynn.metrics import get_metrics
 from polynn.optimizers import Optimizer, get_optimizer
 from polynn.progress import Progress
@@ -72,6 +73,11 @@ class Sequential:
                 )
         if len({id(layer) for layer in layers}) != len(layers):
             raise PolynnValueError("the same layer object appears twice; create one per position.")
+        if any(layer.built for layer in layers):
+            raise PolynnValueError(
+                "a layer already belongs to another Sequential; create new layer objects "
+                "(or copy the model with net.to(...) or pickle)."
+            )
         if seed is not None:
             seed = integer(seed, "seed", 0)
         self.layers = list(layers)
@@ -122,10 +128,20 @@ class Sequential:
         return X, y
 
     def _layers_for(self, loss: Loss | None) -> list[Layer]:
-        """The layers to run: cross-entropy takes logits, so a final Softmax fuses into it."""
-        if isinstance(loss, CrossEntropy) and isinstance(self.layers[-1], Softmax):
-            return self.layers[:-1]
+        """The layers to run: cross-entropy takes logits, so a final Softmax (possibly followed
+        by Identity layers) fuses into it."""
+        if not isinstance(loss, CrossEntropy):
+            return self.layers
+        last = len(self.layers) - 1
+        while last > 0 and isinstance(self.layers[last], Identity):
+            last -= 1
+        if isinstance(self.layers[last], Softmax):
+            return self.layers[:last]
         return self.layers
+
+    def _metrics(self, metrics: Sequence[str] | None, loss: Loss) -> dict[str, Any]:
+        binary = self.n_outputs == 1 or isinstance(loss, BinaryCrossEntropy)
+        return get_metrics(metrics, binary=binary)
 
     # -- explicit passes --------------------------------------------------------------------
     def forward(self, X: Any) -> Any:
@@ -196,7 +212,9 @@ class Sequential:
             raise PolynnValueError("pass validation_data or validation_split, not both.")
         loss = get_loss(loss, self.backend)
         optimizer = get_optimizer(optimizer)
-        metric_fns = get_metrics(metrics)
+        metric_fns = self._metrics(metrics, loss)
+        if isinstance(callbacks, Callback):
+            raise PolynnTypeError("callbacks must be a list of Callback objects, e.g. [cb].")
         callbacks = list(callbacks or ())
         for cb in callbacks:
             if not isinstance(cb, Callback):
@@ -351,7 +369,7 @@ class Sequential:
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
         loss = get_loss(loss if loss is not None else (self.loss or "mse"), self.backend)
-        metric_fns = get_metrics(metrics)
+        metric_fns = self._metrics(metrics, loss)
         with self.backend.context():
             X, y = self._data(X, y, loss)
             return self._score(X, y, self._layers_for(loss), loss, metric_fns, batch_size)
@@ -363,6 +381,11 @@ class Sequential:
 
     def set_weights(self, weights: Sequence[Any]) -> None:
         """Replace the parameters (NumPy arrays or nested lists, in ``get_weights`` order)."""
+        if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
+            raise PolynnTypeError(
+                f"set_weights takes a list of arrays (as get_weights returns); got "
+                f"{type(weights).__name__}."
+            )
         weights = list(weights)
         if len(weights) != len(self.params):
             raise PolynnValueError(
@@ -421,7 +444,7 @@ class Sequential:
         with net.backend.context():
             for mine, theirs in zip(net.params, self.params):
                 mine.value = net.backend.adopt(theirs.value)
-            net.loss = None if self.loss is None else get_loss(type(self.loss)(), net.backend)
+            net.loss = None if self.loss is None else get_loss(copy.copy(self.loss), net.backend)
             if self.optimizer is not None:
                 optimizer = type(self.optimizer)(**self.optimizer.get_config())
                 optimizer.bind(net.params, net.backend.xp)

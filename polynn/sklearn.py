@@ -145,15 +145,15 @@ class _BaseMLP(BaseEstimator):
         except TypeError:
             sizes = None
         if sizes is None or not all(_is_int(s) and s >= 1 for s in sizes):
-            raise ValueError(
+            raise pn.PolynnValueError(
                 "hidden_layer_sizes must be a positive integer or a sequence of positive "
                 f"integers such as (100,) or (64, 32); got {self.hidden_layer_sizes!r}."
             )
         return tuple(int(s) for s in sizes)
 
     def _check_params(self) -> None:
-        def bad(name: str, expected: str) -> ValueError:
-            return ValueError(
+        def bad(name: str, expected: str) -> pn.PolynnValueError:
+            return pn.PolynnValueError(
                 f"{type(self).__name__}: {name} must be {expected}; got {getattr(self, name)!r}."
             )
 
@@ -299,7 +299,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         encoder = LabelEncoder().fit(y)
         classes = encoder.classes_
         if len(classes) < 2:
-            raise ValueError(
+            raise pn.PolynnValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes to learn from; "
                 f"y holds 1 class ({classes[0]!r})."
             )
@@ -340,6 +340,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def fit(self, X: Any, y: Any) -> MLPRegressor:
         """Train on ``X`` (rows, features) and targets ``y`` (rows,) or (rows, targets)."""
+        self._check_params()
         X, y = validate_data(self, X, y, dtype=HOST_DTYPES, multi_output=True, y_numeric=True)
         self._y_1d = y.ndim == 1
         y2 = y.reshape(-1, 1) if self._y_1d else y

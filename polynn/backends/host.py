@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import zipfile
 from collections.abc import Sequence
@@ -80,6 +81,7 @@ def write_npz(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dic
                 np.savez(f, **contents)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, _file_mode(path))  # mkstemp makes it private; keep the usual mode
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -91,8 +93,20 @@ def write_npz(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dic
     return path
 
 
+def _file_mode(path: Path) -> int:
+    """The mode of the file being replaced, or what a new file gets under the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def read_npz(path: str | os.PathLike) -> tuple[dict, list[np.ndarray]]:
     """Read a file written by :func:`write_npz`; never unpickles anything."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise PolynnTypeError(f"a model file path must be a str or a path; got {path!r}.")
     path = Path(path)
     if not path.exists():
         raise PolynnFileNotFoundError(f"no model file at {str(path)!r}.")
