@@ -163,3 +163,27 @@ def test_only_backends_import_array_libraries():
                 continue
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in banned]
     assert offenders == []
+
+
+def test_a_namespace_names_its_backend():
+    assert tiny(backend=np).backend.name == "numpy"
+    strict = pytest.importorskip("array_api_strict")
+    assert tiny(backend=strict).backend.name == "array_api_strict"
+    with pytest.raises(pn.PolynnTypeError, match="array API namespace"):
+        tiny(backend=5)
+
+
+def test_any_conforming_namespace_trains():
+    """A namespace polynn has never heard of (array-api-strict under another name) trains
+    exactly as the registered array-api-strict backend does."""
+    strict = pytest.importorskip("array_api_strict")
+    other = types.ModuleType("another_namespace")
+    other.__dict__.update(vars(strict))
+    other.__name__ = "another_namespace"
+    X, y = np.eye(2), [0.0, 1.0]
+    runs = []
+    for backend in (other, "array_api_strict"):
+        net = tiny(backend=backend, seed=0, dtype="float64")
+        runs.append(net.fit(X, y, optimizer=pn.SGD(0.1), epochs=5, verbose=0).history["loss"])
+        assert net.backend.name == ("another_namespace" if backend is other else backend)
+    assert runs[0] == runs[1]

@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from polynn.backends._core import DTYPES, Backend, dtype_name
-from polynn.backends._libraries import LIBRARIES
+from polynn.backends._libraries import LIBRARIES, NamespaceBackend, registered_name
 from polynn.backends.host import to_numpy
 from polynn.errors import BackendUnavailableError, PolynnTypeError, PolynnValueError
 
@@ -55,7 +55,15 @@ def get(name: Any = None, device: Any = None) -> Backend:
     if name is None:
         name = os.environ.get(ENV_VAR) or DEFAULT
     if not isinstance(name, str):
-        raise PolynnTypeError(f"backend must be a name such as 'numpy'; got {type(name).__name__}.")
+        known = registered_name(name)
+        if known is not None:
+            return get(known, device)
+        if not hasattr(name, "__array_namespace_info__"):
+            raise PolynnTypeError(
+                f"backend must be a name such as 'numpy' or an array API namespace; "
+                f"got {type(name).__name__}."
+            )
+        return NamespaceBackend(name, device)
     if name == "auto":
         try:
             chosen = get("cupy", device)

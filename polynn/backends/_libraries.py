@@ -6,6 +6,7 @@ import contextlib
 import re
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from polynn.backends import _numpy_fast
@@ -202,6 +203,35 @@ class JaxBackend(Backend):
 
     def synchronize(self) -> None:
         self.xp.zeros((), device=self.device).block_until_ready()
+
+
+class NamespaceBackend(Backend):
+    """Any other namespace that implements the array API standard, used as it is."""
+
+    def __init__(self, xp: Any, device: Any = None) -> None:
+        if device is None:
+            device = xp.__array_namespace_info__().default_device()
+        super().__init__(getattr(xp, "__name__", type(xp).__name__), xp, device)
+
+    def owns(self, x: Any) -> bool:
+        try:
+            return array_api_compat.array_namespace(x) is self.xp
+        except TypeError:
+            return False
+
+
+def registered_name(xp: Any) -> str | None:
+    """The registered backend for a namespace module (NumPy's, CuPy's, ...), if any."""
+    if not isinstance(getattr(xp, "__name__", None), str):
+        return None
+    checks = {
+        "numpy": array_api_compat.is_numpy_namespace,
+        "array_api_strict": array_api_compat.is_array_api_strict_namespace,
+        "cupy": array_api_compat.is_cupy_namespace,
+        "torch": array_api_compat.is_torch_namespace,
+        "jax": array_api_compat.is_jax_namespace,
+    }
+    return next((name for name, check in checks.items() if check(xp)), None)
 
 
 LIBRARIES: dict[str, type[Backend]] = {
