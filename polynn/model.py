@@ -99,6 +99,7 @@ class Sequential:
         self.loss: Loss | None = None
         self.optimizer: Optimizer | None = None
         self.stop_training = False
+        self._last_output_shape: tuple[int, ...] | None = None
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
@@ -147,14 +148,21 @@ class Sequential:
     def forward(self, X: Any) -> Any:
         """Run every layer on ``X`` (checked and moved to the backend); keep what backward needs."""
         with self.backend.context():
-            out = self._inputs(X)
-            for layer in self.layers:
-                out = layer.forward(out)
+            out = self._run(self.layers, self._inputs(X))
+            self._last_output_shape = tuple(out.shape)
             return out
 
     def backward(self, grad: Any) -> None:
         """Backpropagate ``grad`` (the loss gradient w.r.t. the last ``forward``'s output);
         each ``Parameter.grad`` in ``self.params`` is filled."""
+        if self._last_output_shape is None:
+            raise PolynnValueError("backward needs a forward pass first: call net.forward(X).")
+        if not self.backend.owns(grad) or tuple(grad.shape) != self._last_output_shape:
+            raise PolynnValueError(
+                f"backward expects a gradient array of backend {self.backend.name!r} shaped "
+                f"like the last forward's output {self._last_output_shape}; got "
+                f"{type(grad).__name__} of shape {tuple(getattr(grad, 'shape', ()))}."
+            )
         with self.backend.context():
             for layer in reversed(self.layers):
                 grad = layer.backward(grad)

@@ -90,3 +90,15 @@ def test_wrong_types_at_entry_points_are_polynn_type_errors(backend, call):
     net = pn.Sequential(pn.Dense(2, 1), backend=backend)
     with pytest.raises(pn.PolynnTypeError):
         call(net, np.zeros((2, 2)), np.zeros(2))
+
+
+def test_backward_needs_a_forward_and_a_matching_gradient(backend):
+    net = pn.Sequential(pn.Dense(2, 3), pn.Tanh(), pn.Dense(3, 1), backend=backend)
+    grad = backend.from_numpy(np.ones((4, 1)), "float32")
+    with pytest.raises(pn.PolynnValueError, match="forward pass first"):
+        net.backward(grad)
+    net.forward(np.zeros((4, 2)))
+    with pytest.raises(pn.PolynnValueError, match=r"shaped like the last forward's output"):
+        net.backward(backend.from_numpy(np.ones((3, 1)), "float32"))
+    net.backward(grad)
+    assert all(p.grad is not None for p in net.params)
