@@ -2,8 +2,9 @@
 in place where the namespace's arrays are writable (NumPy, CuPy, array-api-strict), and as a
 new array bound to the same parameter where they are not.
 
-State (momentum, moments) is created lazily, with ``zeros_like`` on the parameters' own
-backend and device, the first time ``step`` runs.
+State (momentum, moments) is created lazily from the first gradients, so it lives on the
+parameters' own backend and device. ``lr`` is read at every step: changing it between epochs
+(from a callback, say) is a learning-rate schedule that keeps the state.
 """
 
 from __future__ import annotations
