@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from polynn import __version__
@@ -257,21 +256,14 @@ class Sequential:
                 cb.on_train_begin({})
             self.stop_training = False
             progress = Progress(epochs, X.shape[0], batch_size, enabled=bool(verbose))
-            run = _Run(
-                layers=layers,
-                backward=layers[::-1],
-                loss=loss,
-                optimizer=optimizer,
-                metrics=metric_fns,
-                spans=_spans(X.shape[0], batch_size),
-                shuffle=shuffle,
-                epochs=epochs,
-                tick=progress.batch_done if progress.per_batch else None,
+            tick = progress.batch_done if progress.per_batch else None
+            spans = _spans(X.shape[0], batch_size)
+            epoch_logs = self._epochs(
+                X, y, layers, loss, optimizer, metric_fns, spans, shuffle, epochs, tick
             )
             logs: dict[str, float] = {}
             try:
-                for epoch in range(epochs):
-                    logs = self._train_epoch(X, y, run, epoch)
+                for epoch, logs in enumerate(epoch_logs):
                     if validation is not None:
                         scores = self._score(*validation, layers, loss, metric_fns, None)
                         logs.update({f"val_{k}": v for k, v in scores.items()})
@@ -287,49 +279,69 @@ class Sequential:
                 cb.on_train_end(logs)
         return history
 
-    def _train_epoch(self, X: Any, y: Any, run: _Run, epoch: int) -> dict[str, float]:
+    def _epochs(
+        self,
+        X: Any,
+        y: Any,
+        layers: list[Layer],
+        loss: Loss,
+        optimizer: Optimizer,
+        metrics: dict[str, Any],
+        spans: list[tuple[int, int]],
+        shuffle: bool,
+        epochs: int,
+        tick: Any,
+    ) -> Iterator[dict[str, float]]:
+        """Train epoch after epoch, yielding each one's logs (loss and metrics).
+
+        Everything the loop needs is bound to a local name once per ``fit``: on a tiny
+        network the per-epoch Python overhead is as large as the arithmetic.
+        """
         xp = self.backend.xp
         rows = X.shape[0]
-        if len(run.spans) == 1:
-            batches = [(X, y)]
-        else:
-            if run.shuffle:
-                order = self.backend.from_numpy(self._rng.permutation(rows))
-                X, y = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
-            batches = [(X[a:b, ...], y[a:b, ...]) for a, b in run.spans]
-        values = []
-        counts: dict[str, list[Any]] = {name: [] for name in run.metrics} if run.metrics else {}
-        for xb, yb in batches:
-            out = xb
-            for layer in run.layers:
-                out = layer.forward(out)
-            value, grad = run.loss.value_and_grad(out, yb)
-            for layer in run.backward:
-                grad = layer.backward(grad)
-            run.optimizer.step()
-            values.append(value)
-            if counts:
-                for name, fn in run.metrics.items():
-                    counts[name].append(fn(out, yb, xp))
-            if run.tick is not None:
-                run.tick()
-        if len(values) == 1:
-            batch_losses = [float(values[0])]
-            total = batch_losses[0] * rows
-        else:
-            batch_losses = self._to_host(values)
-            total = sum(v * (b - a) for v, (a, b) in zip(batch_losses, run.spans))
-        if not math.isfinite(total):
-            bad = next(i for i, v in enumerate(batch_losses) if not math.isfinite(v))
-            raise TrainingDivergedError(
-                f"training diverged at epoch {epoch + 1}/{run.epochs}, batch {bad + 1}/"
-                f"{len(run.spans)}: the loss is {batch_losses[bad]}. Try a lower learning rate "
-                f"(this optimizer has lr={run.optimizer.lr:g}), or scale the inputs."
-            )
-        logs = {"loss": total / rows}
-        for name, batch_counts in counts.items():
-            logs[name] = sum(self._to_host(batch_counts)) / rows
-        return logs
+        backward = layers[::-1]
+        value_and_grad, step = loss.value_and_grad, optimizer.step
+        batches = [(X, y)]
+        for epoch in range(epochs):
+            if len(spans) > 1:
+                Xe, ye = X, y
+                if shuffle:
+                    order = self.backend.from_numpy(self._rng.permutation(rows))
+                    Xe, ye = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
+                batches = [(Xe[a:b, ...], ye[a:b, ...]) for a, b in spans]
+            values = []
+            counts: dict[str, list[Any]] = {name: [] for name in metrics}
+            for xb, yb in batches:
+                out = xb
+                for layer in layers:
+                    out = layer.forward(out)
+                value, grad = value_and_grad(out, yb)
+                for layer in backward:
+                    grad = layer.backward(grad)
+                step()
+                values.append(value)
+                if metrics:
+                    for name, fn in metrics.items():
+                        counts[name].append(fn(out, yb, xp))
+                if tick is not None:
+                    tick()
+            if len(values) == 1:
+                batch_losses = [float(values[0])]
+                mean = batch_losses[0]
+            else:
+                batch_losses = self._to_host(values)
+                mean = sum(v * (b - a) for v, (a, b) in zip(batch_losses, spans)) / rows
+            if not math.isfinite(mean):
+                bad = next(i for i, v in enumerate(batch_losses) if not math.isfinite(v))
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {epoch + 1}/{epochs}, batch {bad + 1}/"
+                    f"{len(spans)}: the loss is {batch_losses[bad]}. Try a lower learning rate "
+                    f"(this optimizer has lr={optimizer.lr:g}), or scale the inputs."
+                )
+            logs = {"loss": mean}
+            for name, batch_counts in counts.items():
+                logs[name] = sum(self._to_host(batch_counts)) / rows
+            yield logs
 
     def _to_host(self, values: list[Any]) -> list[float]:
         """Floats from a list of 0-d device arrays, in one transfer."""
@@ -463,21 +475,6 @@ class Sequential:
                 ]
                 net.optimizer = optimizer
         return net
-
-
-@dataclass(frozen=True)
-class _Run:
-    """What every epoch of one ``fit`` call needs, resolved once."""
-
-    layers: list[Layer]
-    backward: list[Layer]
-    loss: Loss
-    optimizer: Optimizer
-    metrics: dict[str, Any]
-    spans: list[tuple[int, int]]
-    shuffle: bool
-    epochs: int
-    tick: Any  # the progress bar's per-batch callback, or None
 
 
 def _spans(rows: int, batch_size: int | None) -> list[tuple[int, int]]:
