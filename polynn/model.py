@@ -325,22 +325,14 @@ class Sequential:
                         counts[name].append(fn(out, yb, xp))
                 if tick is not None:
                     tick()
-            if len(values) == 1:
-                batch_losses = [float(values[0])]
-                mean = batch_losses[0]
-            else:
-                batch_losses = self._to_host(values)
-                mean = sum(v * (b - a) for v, (a, b) in zip(batch_losses, spans)) / rows
-            if not math.isfinite(mean):
+            logs, batch_losses = self._summarise(values, counts, spans, rows)
+            if not math.isfinite(logs["loss"]):
                 bad = next(i for i, v in enumerate(batch_losses) if not math.isfinite(v))
                 raise TrainingDivergedError(
                     f"training diverged at epoch {epoch + 1}/{epochs}, batch {bad + 1}/"
                     f"{len(spans)}: the loss is {batch_losses[bad]}. Try a lower learning rate "
                     f"(this optimizer has lr={optimizer.lr:g}), or scale the inputs."
                 )
-            logs = {"loss": mean}
-            for name, batch_counts in counts.items():
-                logs[name] = sum(self._to_host(batch_counts)) / rows
             yield logs
 
     def _to_host(self, values: list[Any]) -> list[float]:
@@ -348,6 +340,24 @@ class Sequential:
         if len(values) == 1:
             return [float(values[0])]
         return [float(v) for v in self.backend.to_numpy(self.backend.xp.stack(values))]
+
+    def _summarise(
+        self,
+        values: list[Any],
+        counts: dict[str, list[Any]],
+        spans: list[tuple[int, int]],
+        rows: int,
+    ) -> tuple[dict[str, float], list[float]]:
+        """The logs of one pass over the data (the loss as a mean over rows, each metric's
+        correct rows over all rows) and the per-batch losses, read from the device at once."""
+        batch_losses = self._to_host(values)
+        if len(batch_losses) == 1:
+            logs = {"loss": batch_losses[0]}
+        else:
+            logs = {"loss": sum(v * (b - a) for v, (a, b) in zip(batch_losses, spans)) / rows}
+        for name, batch_counts in counts.items():
+            logs[name] = sum(self._to_host(batch_counts)) / rows
+        return logs, batch_losses
 
     def _score(
         self,
@@ -358,20 +368,16 @@ class Sequential:
         metric_fns: dict,
         batch_size: int | None,
     ) -> dict[str, float]:
-        values, sizes = [], []
+        spans = _spans(X.shape[0], batch_size)
+        values = []
         counts: dict[str, list[Any]] = {name: [] for name in metric_fns}
-        for start, stop in _spans(X.shape[0], batch_size):
+        for start, stop in spans:
             out = self._run(layers, X[start:stop, ...])
             yb = y[start:stop, ...]
             values.append(loss.value(out, yb))
-            sizes.append(stop - start)
             for name, fn in metric_fns.items():
                 counts[name].append(fn(out, yb, self.backend.xp))
-        rows = X.shape[0]
-        scores = {"loss": sum(v * n for v, n in zip(self._to_host(values), sizes)) / rows}
-        for name, batch_counts in counts.items():
-            scores[name] = sum(self._to_host(batch_counts)) / rows
-        return scores
+        return self._summarise(values, counts, spans, X.shape[0])[0]
 
     def evaluate(
         self,
