@@ -3,17 +3,29 @@
 NumPy 2 implements the array API standard in its main namespace. ``np.sum`` and ``np.max``
 route through a generic Python wrapper that costs about 1.5-3 us per call, as much as the
 reduction itself on the small arrays of a tiny network. ``np.add.reduce`` and
-``np.maximum.reduce`` compute the same results in C; bound with ``axis=None`` (the standard's
-default, where the ufunc's is 0) through ``functools.partial``, they are called without any
-Python frame. Everything else is NumPy's, unchanged.
+``np.maximum.reduce`` compute the same results in C. The wrappers below give them the
+standard's signature (``axis=None`` by default, where the ufunc's is 0) and pass everything
+on by position: a ``functools.partial`` would copy its keyword arguments into a new dict at
+every call that names ``axis``. Everything else is NumPy's, unchanged.
 """
 
 from __future__ import annotations
 
-import functools
 import types
+from typing import Any
 
 import numpy as np
+
+_add_reduce = np.add.reduce
+_maximum_reduce = np.maximum.reduce
+
+
+def _sum(x: Any, /, *, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+    return _add_reduce(x, axis, dtype, None, keepdims)
+
+
+def _max(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
+    return _maximum_reduce(x, axis, None, None, keepdims)
 
 
 def namespace() -> types.ModuleType:
@@ -21,6 +33,5 @@ def namespace() -> types.ModuleType:
     xp = types.ModuleType("polynn.backends.numpy_fast", __doc__)
     xp.__dict__.update({k: v for k, v in vars(np).items() if not k.startswith("__")})
     xp.__array_api_version__ = np.__array_api_version__
-    xp.sum = functools.partial(np.add.reduce, axis=None)
-    xp.max = functools.partial(np.maximum.reduce, axis=None)
+    xp.sum, xp.max = _sum, _max
     return xp
