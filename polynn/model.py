@@ -299,25 +299,28 @@ class Sequential:
         """
         xp = self.backend.xp
         rows = X.shape[0]
-        backward = layers[::-1]
+        forwards = [layer.forward for layer in layers]
+        backwards = [layer.backward for layer in reversed(layers)]
         value_and_grad, step = loss.value_and_grad, optimizer.step
+        isfinite = math.isfinite
+        several = len(spans) > 1
         batches = [(X, y)]
         for epoch in range(epochs):
-            if len(spans) > 1:
+            if several:
                 Xe, ye = X, y
                 if shuffle:
                     order = self.backend.from_numpy(self._rng.permutation(rows))
                     Xe, ye = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
                 batches = [(Xe[a:b, ...], ye[a:b, ...]) for a, b in spans]
             values = []
-            counts: dict[str, list[Any]] = {name: [] for name in metrics}
+            counts: dict[str, list[Any]] = {name: [] for name in metrics} if metrics else {}
             for xb, yb in batches:
                 out = xb
-                for layer in layers:
-                    out = layer.forward(out)
+                for forward in forwards:
+                    out = forward(out)
                 value, grad = value_and_grad(out, yb)
-                for layer in backward:
-                    grad = layer.backward(grad)
+                for backward in backwards:
+                    grad = backward(grad)
                 step()
                 values.append(value)
                 if metrics:
@@ -325,9 +328,13 @@ class Sequential:
                         counts[name].append(fn(out, yb, xp))
                 if tick is not None:
                     tick()
-            logs, batch_losses = self._summarise(values, counts, spans, rows)
-            if not math.isfinite(logs["loss"]):
-                bad = next(i for i, v in enumerate(batch_losses) if not math.isfinite(v))
+            if several or metrics:
+                logs, batch_losses = self._summarise(values, counts, spans, rows)
+            else:  # one batch, loss only: the common case of a tiny network, kept cheap
+                batch_losses = [float(value)]
+                logs = {"loss": batch_losses[0]}
+            if not isfinite(logs["loss"]):
+                bad = next(i for i, v in enumerate(batch_losses) if not isfinite(v))
                 raise TrainingDivergedError(
                     f"training diverged at epoch {epoch + 1}/{epochs}, batch {bad + 1}/"
                     f"{len(spans)}: the loss is {batch_losses[bad]}. Try a lower learning rate "
