@@ -52,7 +52,16 @@ class Layer:
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         """Create the parameters on ``backend`` (``init`` is a hint for weights)."""
         self.xp = backend.xp
+        self.dtype, self.device = dtype, backend.device
         self.built = True
+
+    def constant(self, value: float) -> Any:
+        """``value`` as a 0-d array of the layer's dtype on its device.
+
+        NumPy combines a small array with a Python float about 0.25 us slower than with a 0-d
+        array of the array's dtype; a tiny network makes a dozen such operations per step.
+        """
+        return self.xp.asarray(value, dtype=self.dtype, device=self.device)
 
     def forward(self, x: Any) -> Any:
         raise NotImplementedError
@@ -126,17 +135,26 @@ class Identity(Layer):
 class Sigmoid(Layer):
     """``y = 1 / (1 + exp(-x))``, computed as ``(tanh(x / 2) + 1) / 2`` so it never overflows."""
 
+    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
+        super().build(backend, dtype, rng, init)
+        self._half, self._one = self.constant(0.5), self.constant(1.0)
+
     def forward(self, x: Any) -> Any:
-        self._y = y = 0.5 * self.xp.tanh(0.5 * x) + 0.5
+        half = self._half
+        self._y = y = half * self.xp.tanh(half * x) + half
         return y
 
     def backward(self, grad: Any) -> Any:
         y = self._y
-        return grad * (y * (1.0 - y))
+        return grad * (y * (self._one - y))
 
 
 class Tanh(Layer):
     """``y = tanh(x)``."""
+
+    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
+        super().build(backend, dtype, rng, init)
+        self._one = self.constant(1.0)
 
     def forward(self, x: Any) -> Any:
         self._y = y = self.xp.tanh(x)
@@ -144,7 +162,7 @@ class Tanh(Layer):
 
     def backward(self, grad: Any) -> Any:
         y = self._y
-        return grad * (1.0 - y * y)
+        return grad * (self._one - y * y)
 
 
 class ReLU(Layer):
