@@ -28,6 +28,7 @@ class Optimizer:
         self.params: Sequence[Parameter] = ()
         self.state: list[dict[str, Any]] = []
         self.iterations = 0
+        self._lr_array: tuple[float, Any] | None = None
 
     def bind(self, params: Sequence[Parameter], xp: Any) -> None:
         """Train ``params`` (arrays of namespace ``xp``) from now on.
@@ -41,9 +42,21 @@ class Optimizer:
             self.params = params
             self.state = [{} for _ in params]
             self.iterations = 0
+            self._lr_array = None
 
     def step(self) -> None:
         raise NotImplementedError
+
+    def _lr(self) -> Any:
+        """``lr`` as a 0-d array of the parameters' dtype and device, made again only when
+        ``lr`` changes. NumPy multiplies a small array by a 0-d array of its dtype about
+        0.25 us faster than by a Python float; plain SGD does one such product per parameter.
+        """
+        if self._lr_array is None or self._lr_array[0] != self.lr:
+            like = self.params[0].value
+            value = self.xp.asarray(self.lr, dtype=like.dtype, device=like.device)
+            self._lr_array = (self.lr, value)
+        return self._lr_array[1]
 
     def get_config(self) -> dict[str, Any]:
         return {"lr": self.lr}
@@ -76,7 +89,7 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
 
     def step(self) -> None:
-        lr, mu, wd = self.lr, self.momentum, self.weight_decay
+        lr, mu, wd = self._lr(), self.momentum, self.weight_decay
         self.iterations += 1
         if not (mu or wd):  # plain gradient descent
             for p in self.params:

@@ -97,6 +97,27 @@ def test_minibatch_sgd_matches_reference(backend, momentum, nesterov):
         np.testing.assert_allclose(w, r, rtol=1e-10, atol=1e-12)
 
 
+class HalveLearningRate(pn.Callback):
+    def on_epoch_end(self, epoch, logs):
+        self.model.optimizer.lr /= 2
+
+
+def test_learning_rate_changed_between_epochs_takes_effect(backend):
+    X, y = regression_data()
+    net = mlp(backend)
+    ref = Reference(net.get_weights())
+    optimizer = pn.SGD(0.2)
+    net.fit(X, y, optimizer=optimizer, epochs=5, verbose=0, callbacks=[HalveLearningRate()])
+    lr = 0.2
+    for _ in range(5):
+        _, grads = ref.loss_and_grads(X, y)
+        ref.w = [w - lr * g for w, g in zip(ref.w, grads)]
+        lr /= 2
+    assert optimizer.lr == lr
+    for w, r in zip(net.get_weights(), ref.w):
+        np.testing.assert_allclose(w, r, rtol=1e-10, atol=1e-12)
+
+
 def test_adam_matches_reference(backend):
     X, y = regression_data()
     net = mlp(backend)
