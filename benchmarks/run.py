@@ -148,13 +148,13 @@ def setup_polynn(w: Workload) -> Callable[[], Any]:
     return run
 
 
-def setup_numpy(w: Workload) -> Callable[[], Any]:
+def setup_numpy(w: Workload, zero_d: bool = False) -> Callable[[], Any]:
     X, y = w.data["X"], w.data["y"]
     weights = [a.copy() for a in w.data["weights"]]
     epochs, _ = w.epochs_and_rows()
     if w.loss == "mse":
-        return lambda: reference.train_xor(X, y, weights, w.lr, epochs)
-    return lambda: reference.train_mlp(X, y, weights, w.lr, w.batch, epochs)
+        return lambda: reference.train_xor(X, y, weights, w.lr, epochs, zero_d)
+    return lambda: reference.train_mlp(X, y, weights, w.lr, w.batch, epochs, zero_d)
 
 
 def setup_torch(w: Workload, torch: Any) -> Callable[[], Any]:
@@ -209,6 +209,7 @@ def time_workload(w: Workload, repeats: int, torch: Any) -> dict[str, list[float
     impls: dict[str, Callable[[], Callable[[], Any]]] = {
         "polynn": lambda: setup_polynn(w),
         "numpy": lambda: setup_numpy(w),
+        "numpy_0d": lambda: setup_numpy(w, zero_d=True),
     }
     if torch is not None:
         impls["torch"] = lambda: setup_torch(w, torch)
@@ -226,7 +227,11 @@ def time_workload(w: Workload, repeats: int, torch: Any) -> dict[str, list[float
 
 def check_same_result(w: Workload, torch: Any) -> dict[str, float]:
     """The final epoch loss of each implementation: they must agree (same arithmetic)."""
-    out = {"polynn": setup_polynn(w)()[-1], "numpy": setup_numpy(w)()[-1]}
+    out = {
+        "polynn": setup_polynn(w)()[-1],
+        "numpy": setup_numpy(w)()[-1],
+        "numpy_0d": setup_numpy(w, zero_d=True)()[-1],
+    }
     if torch is not None:
         out["torch"] = setup_torch(w, torch)()[-1]
         time.sleep(TORCH_PAUSE_S)
@@ -375,8 +380,11 @@ def machine_lines(torch: Any) -> list[str]:
 
 def table(workloads: list[Workload], results: dict[str, dict[str, list[float]]]) -> list[str]:
     has_torch = any("torch" in r for r in results.values())
-    head = "| workload | polynn | NumPy by hand | polynn / NumPy |"
-    rule = "|---|---:|---:|---:|"
+    head = (
+        "| workload | polynn | NumPy by hand | polynn / NumPy | NumPy, 0-d scalars | "
+        "polynn / that |"
+    )
+    rule = "|---|---:|---:|---:|---:|---:|"
     if has_torch:
         head += " PyTorch | polynn / PyTorch |"
         rule += "---:|---:|"
@@ -385,7 +393,8 @@ def table(workloads: list[Workload], results: dict[str, dict[str, list[float]]])
         r = results[w.name]
         row = (
             f"| {w.name} | {fmt_time(statistics.median(r['polynn']))} | "
-            f"{fmt_time(statistics.median(r['numpy']))} | {ratio(r, 'numpy'):.2f} |"
+            f"{fmt_time(statistics.median(r['numpy']))} | {ratio(r, 'numpy'):.2f} | "
+            f"{fmt_time(statistics.median(r['numpy_0d']))} | {ratio(r, 'numpy_0d'):.2f} |"
         )
         if has_torch:
             if "torch" in r:
@@ -486,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         *table(workloads, results),
         "",
         "Ratios are medians of per-round ratios; rounds ran interleaved in one process.",
+        "\"NumPy by hand\" writes its scalars as Python floats, as the tutorial does; \"NumPy, "
+        "0-d scalars\" is the same loop with them as 0-d arrays of the dtype, as polynn keeps "
+        "them, so \"polynn / that\" is what polynn's Python layer costs.",
         *([note] if note else []),
         "",
         "## Memory (tracemalloc: NumPy buffers and Python objects; parameters included)",
