@@ -495,9 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         *table(workloads, results),
         "",
         "Ratios are medians of per-round ratios; rounds ran interleaved in one process.",
-        "\"NumPy by hand\" writes its scalars as Python floats, as the tutorial does; \"NumPy, "
-        "0-d scalars\" is the same loop with them as 0-d arrays of the dtype, as polynn keeps "
-        "them, so \"polynn / that\" is what polynn's Python layer costs.",
+        '"NumPy by hand" writes its scalars as Python floats, as the tutorial does; "NumPy, '
+        '0-d scalars" is the same loop with them as 0-d arrays of the dtype, as polynn keeps '
+        'them, so "polynn / that" is what polynn\'s Python layer costs.',
         *([note] if note else []),
         "",
         "## Memory (tracemalloc: NumPy buffers and Python objects; parameters included)",
