@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -304,13 +305,12 @@ class Sequential:
         value_and_grad, step = loss.value_and_grad, optimizer.step
         isfinite = math.isfinite
         several = len(spans) > 1
-        batches = [(X, y)]
+        sizes = [b - a for a, b in spans]
+        batches = [(X[a:b, ...], y[a:b, ...]) for a, b in spans] if several else [(X, y)]
         for epoch in range(epochs):
-            if several:
-                Xe, ye = X, y
-                if shuffle:
-                    order = self.backend.from_numpy(self._rng.permutation(rows))
-                    Xe, ye = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
+            if several and shuffle:
+                order = self.backend.from_numpy(self._rng.permutation(rows))
+                Xe, ye = xp.take(X, order, axis=0), xp.take(y, order, axis=0)
                 batches = [(Xe[a:b, ...], ye[a:b, ...]) for a, b in spans]
             values = []
             counts: dict[str, list[Any]] = {name: [] for name in metrics} if metrics else {}
@@ -329,7 +329,7 @@ class Sequential:
                 if tick is not None:
                     tick()
             if several or metrics:
-                logs, batch_losses = self._summarise(values, counts, spans, rows)
+                logs, batch_losses = self._summarise(values, counts, sizes, rows)
             else:  # one batch, loss only: the common case of a tiny network, kept cheap
                 batch_losses = [float(value)]
                 logs = {"loss": batch_losses[0]}
@@ -346,22 +346,23 @@ class Sequential:
         """Floats from a list of 0-d device arrays, in one transfer."""
         if len(values) == 1:
             return [float(values[0])]
-        return [float(v) for v in self.backend.to_numpy(self.backend.xp.stack(values))]
+        return self.backend.to_numpy(self.backend.xp.stack(values)).tolist()
 
     def _summarise(
         self,
         values: list[Any],
         counts: dict[str, list[Any]],
-        spans: list[tuple[int, int]],
+        sizes: list[int],
         rows: int,
     ) -> tuple[dict[str, float], list[float]]:
-        """The logs of one pass over the data (the loss as a mean over rows, each metric's
-        correct rows over all rows) and the per-batch losses, read from the device at once."""
+        """The logs of one pass over the data in batches of ``sizes`` rows (the loss as a mean
+        over rows, each metric's correct rows over all rows) and the per-batch losses, read
+        from the device at once."""
         batch_losses = self._to_host(values)
         if len(batch_losses) == 1:
             logs = {"loss": batch_losses[0]}
         else:
-            logs = {"loss": sum(v * (b - a) for v, (a, b) in zip(batch_losses, spans)) / rows}
+            logs = {"loss": sum(map(operator.mul, batch_losses, sizes)) / rows}
         for name, batch_counts in counts.items():
             logs[name] = sum(self._to_host(batch_counts)) / rows
         return logs, batch_losses
@@ -384,7 +385,8 @@ class Sequential:
             values.append(loss.value(out, yb))
             for name, fn in metric_fns.items():
                 counts[name].append(fn(out, yb, self.backend.xp))
-        return self._summarise(values, counts, spans, X.shape[0])[0]
+        sizes = [b - a for a, b in spans]
+        return self._summarise(values, counts, sizes, X.shape[0])[0]
 
     def evaluate(
         self,

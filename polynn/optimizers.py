@@ -28,7 +28,8 @@ class Optimizer:
         self.params: Sequence[Parameter] = ()
         self.state: list[dict[str, Any]] = []
         self.iterations = 0
-        self._lr_array: tuple[float, Any] | None = None
+        self._lr_seen: float | None = None
+        self._lr_0d: Any = None
 
     def bind(self, params: Sequence[Parameter], xp: Any) -> None:
         """Train ``params`` (arrays of namespace ``xp``) from now on.
@@ -42,7 +43,7 @@ class Optimizer:
             self.params = params
             self.state = [{} for _ in params]
             self.iterations = 0
-            self._lr_array = None
+            self._lr_seen = None
 
     def step(self) -> None:
         raise NotImplementedError
@@ -52,11 +53,11 @@ class Optimizer:
         ``lr`` changes. NumPy multiplies a small array by a 0-d array of its dtype about
         0.25 us faster than by a Python float; plain SGD does one such product per parameter.
         """
-        if self._lr_array is None or self._lr_array[0] != self.lr:
+        if self._lr_seen != self.lr:
             like = self.params[0].value
-            value = self.xp.asarray(self.lr, dtype=like.dtype, device=like.device)
-            self._lr_array = (self.lr, value)
-        return self._lr_array[1]
+            self._lr_0d = self.xp.asarray(self.lr, dtype=like.dtype, device=like.device)
+            self._lr_seen = self.lr
+        return self._lr_0d
 
     def get_config(self) -> dict[str, Any]:
         return {"lr": self.lr}

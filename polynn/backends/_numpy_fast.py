@@ -1,4 +1,4 @@
-"""NumPy's own namespace, with two reductions that skip NumPy's Python-level dispatch.
+"""NumPy's own namespace, with three functions that skip NumPy's Python-level dispatch.
 
 NumPy 2 implements the array API standard in its main namespace. ``np.sum`` and ``np.max``
 route through a generic Python wrapper that costs about 1.5-3 us per call, as much as the
@@ -6,7 +6,8 @@ reduction itself on the small arrays of a tiny network. ``np.add.reduce`` and
 ``np.maximum.reduce`` compute the same results in C. The wrappers below give them the
 standard's signature (``axis=None`` by default, where the ufunc's is 0) and pass everything
 on by position: a ``functools.partial`` would copy its keyword arguments into a new dict at
-every call that names ``axis``. Everything else is NumPy's, unchanged.
+every call that names ``axis``. ``np.astype`` is likewise a Python function around the
+``ndarray.astype`` method. Everything else is NumPy's, unchanged.
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ def _max(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
     return _maximum_reduce(x, axis, None, None, keepdims)
 
 
+def _astype(x: Any, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Any:
+    if device is not None and device != "cpu":
+        return np.astype(x, dtype, copy=copy, device=device)  # NumPy's own error
+    return x.astype(dtype, copy=copy)
+
+
 def namespace() -> types.ModuleType:
-    """A module object holding NumPy's functions, with ``sum`` and ``max`` replaced."""
+    """A module object holding NumPy's functions, with ``sum``, ``max`` and ``astype``
+    replaced."""
     xp = types.ModuleType("polynn.backends.numpy_fast", __doc__)
     xp.__dict__.update({k: v for k, v in vars(np).items() if not k.startswith("__")})
     xp.__array_api_version__ = np.__array_api_version__
-    xp.sum, xp.max = _sum, _max
+    xp.sum, xp.max, xp.astype = _sum, _max, _astype
     return xp
