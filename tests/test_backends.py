@@ -187,3 +187,33 @@ def test_any_conforming_namespace_trains():
         runs.append(net.fit(X, y, optimizer=pn.SGD(0.1), epochs=5, verbose=0).history["loss"])
         assert net.backend.name == ("another_namespace" if backend is other else backend)
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, (0, 1)])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_numpy_fast_reductions_match_numpy(axis, keepdims):
+    """The numpy backend's sum, max and astype bypass NumPy's Python wrappers; they must
+    give NumPy's own results, dtypes and shapes."""
+    xp = backends.get("numpy").xp
+    a = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    for fast, reference in ((xp.sum, np.sum), (xp.max, np.max)):
+        got, want = (
+            fast(a, axis=axis, keepdims=keepdims),
+            reference(a, axis=axis, keepdims=keepdims),
+        )
+        assert got.dtype == want.dtype and np.shape(got) == np.shape(want)
+        np.testing.assert_array_equal(got, want)
+    ints = np.arange(12, dtype=np.int8).reshape(3, 4)
+    assert xp.sum(ints, axis=axis).dtype == np.sum(ints, axis=axis).dtype
+    assert xp.sum(a, axis=axis, dtype=np.float64).dtype == np.float64
+    assert xp.sum(a > 0, axis=axis).dtype == np.sum(a > 0, axis=axis).dtype
+
+
+def test_numpy_fast_astype_matches_numpy():
+    xp = backends.get("numpy").xp
+    a = np.arange(4.0)
+    assert xp.astype(a, np.float32).dtype == np.float32
+    assert xp.astype(a, a.dtype, copy=False) is a
+    assert xp.astype(a, a.dtype) is not a
+    with pytest.raises(ValueError):
+        xp.astype(a, np.float32, device="gpu")
