@@ -1,9 +1,12 @@
 """Instructions per training step of the tutorial XOR network, counted by valgrind.
 
 Wall-clock time on a shared machine varies by tens of percent from run to run; the number
-of instructions executed does not (to a few percent: allocation and hashing vary). This
-counts them with callgrind for ``polynn.fit`` and for the hand-written loop of
-``reference.py``, each at two epoch counts, so that start-up cancels out:
+of instructions executed does not. This counts them with callgrind for ``polynn.fit`` and
+for the hand-written loop of ``reference.py`` (with Python-float and with 0-d scalars), each
+at two epoch counts, so that start-up cancels out. OpenBLAS runs with one thread: its idle
+worker threads spin, and callgrind would count a varying number of their instructions (on
+4x2 matrices OpenBLAS computes on one thread anyway). With that, two runs agree to within
+about 10 instructions per step:
 
     python benchmarks/instructions.py            # needs valgrind on the PATH (about 2 min)
 """
@@ -34,12 +37,12 @@ net = pn.Sequential(pn.Dense(2, 2), pn.Sigmoid(), pn.Dense(2, 1), pn.Sigmoid(),
 if which == "polynn":
     net.fit(X, y, optimizer=pn.SGD(0.2), epochs=epochs, shuffle=False, verbose=0)
 else:
-    reference.train_xor(X, y, net.get_weights(), 0.2, epochs)
+    reference.train_xor(X, y, net.get_weights(), 0.2, epochs, zero_d=which == "reference_0d")
 """
 
 
 def instructions(which: str, epochs: int) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     done = subprocess.run(
         [
             "valgrind",
@@ -67,14 +70,15 @@ def main() -> None:
         print("valgrind is not installed; nothing to count")
         return
     per_step = {}
-    for which in ("reference", "polynn"):
+    for which in ("polynn", "reference", "reference_0d"):
         base = instructions(which, 100)
         per_step[which] = (instructions(which, 100 + args.epochs) - base) / args.epochs
-    print("| XOR 2-2-1, float64, full batch | instructions per step |")
-    print("|---|---:|")
-    print(f"| NumPy by hand | {per_step['reference']:,.0f} |")
-    print(f"| polynn | {per_step['polynn']:,.0f} |")
-    print(f"| polynn / NumPy | {per_step['polynn'] / per_step['reference']:.3f} |")
+    polynn = per_step["polynn"]
+    print("| XOR 2-2-1, float64, full batch | instructions per step | polynn / this |")
+    print("|---|---:|---:|")
+    print(f"| polynn | {polynn:,.0f} | |")
+    for which, title in (("reference", "NumPy by hand"), ("reference_0d", "NumPy, 0-d scalars")):
+        print(f"| {title} | {per_step[which]:,.0f} | {polynn / per_step[which]:.3f} |")
 
 
 if __name__ == "__main__":
