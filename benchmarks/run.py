@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         results[w.name] = time_workload(w, n, torch)
         for name, t in results[w.name].items():
             med, low = fmt_time(statistics.median(t)), fmt_time(min(t))
-            print(f"  {name:7s} median {med}/step  (min {low})")
+            print(f"  {name:8s} median {med}/step  (min {low})")
         memory[w.name] = measure_memory(w, 50 if w.loss == "mse" else (6 if args.quick else 10))
 
     report = [

@@ -306,7 +306,9 @@ class Sequential:
         isfinite = math.isfinite
         several = len(spans) > 1
         sizes = [b - a for a, b in spans]
-        batches = [(X[a:b, ...], y[a:b, ...]) for a, b in spans] if several else [(X, y)]
+        batches = [(X, y)]
+        if several and not shuffle:  # the same batches every epoch
+            batches = [(X[a:b, ...], y[a:b, ...]) for a, b in spans]
         for epoch in range(epochs):
             if several and shuffle:
                 order = self.backend.from_numpy(self._rng.permutation(rows))

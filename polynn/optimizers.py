@@ -90,6 +90,8 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
 
     def step(self) -> None:
+        if not self.params:
+            return
         lr, mu, wd = self._lr(), self.momentum, self.weight_decay
         self.iterations += 1
         if not (mu or wd):  # plain gradient descent

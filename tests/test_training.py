@@ -118,6 +118,21 @@ def test_learning_rate_changed_between_epochs_takes_effect(backend):
         np.testing.assert_allclose(w, r, rtol=1e-10, atol=1e-12)
 
 
+def test_one_optimizer_trains_a_float64_then_a_float32_model(backend):
+    X, y = regression_data()
+    optimizer = pn.SGD(0.1)
+    for dtype, rtol in (("float64", 1e-10), ("float32", 1e-4)):
+        net = mlp(backend, dtype)
+        ref = Reference(net.get_weights())
+        net.fit(X, y, optimizer=optimizer, epochs=2, verbose=0)
+        for _ in range(2):
+            _, grads = ref.loss_and_grads(X, y)
+            ref.w = [w - 0.1 * g for w, g in zip(ref.w, grads)]
+        assert all(p.value.dtype == net.dtype for p in net.params)
+        for w, r in zip(net.get_weights(), ref.w):
+            np.testing.assert_allclose(w, r, rtol=rtol, atol=rtol)
+
+
 def test_adam_matches_reference(backend):
     X, y = regression_data()
     net = mlp(backend)

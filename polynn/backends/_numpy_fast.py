@@ -31,7 +31,7 @@ def _max(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
 
 def _astype(x: Any, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Any:
     if device is not None and device != "cpu":
-        return np.astype(x, dtype, copy=copy, device=device)  # NumPy's own error
+        raise ValueError(f'NumPy arrays live on device "cpu"; got device={device!r}.')
     return x.astype(dtype, copy=copy)
 
 
