@@ -18,6 +18,7 @@ from polynn.errors import (  # noqa: E402
     PolynnValueError,
     TrainingDivergedError,
 )
+from polynn.files import load  # noqa: E402
 from polynn.layers import (  # noqa: E402
     Dense,
     Identity,
@@ -30,7 +31,7 @@ from polynn.layers import (  # noqa: E402
     Tanh,
 )
 from polynn.losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss  # noqa: E402
-from polynn.model import Sequential, load  # noqa: E402
+from polynn.model import Sequential  # noqa: E402
 from polynn.optimizers import SGD, Adam, Optimizer  # noqa: E402
 
 __all__ = [

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from polynn._checks import integer, number
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
-from polynn.errors import PolynnValueError
+from polynn.errors import PolynnTypeError, PolynnValueError
 
 __all__ = [
     "Dense",
@@ -23,6 +23,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "check_stack",
 ]
 
 
@@ -215,6 +216,36 @@ class Softmax(Layer):
     def backward(self, grad: Any) -> Any:
         y = self._y
         return y * (grad - self.xp.sum(grad * y, axis=1, keepdims=True))
+
+
+def check_stack(layers: tuple[Layer, ...]) -> list[Dense]:
+    """Check that ``layers`` can form one model (new layer objects, Dense sizes that chain);
+    return its Dense layers."""
+    if not layers:
+        raise PolynnValueError("Sequential needs at least one layer; got none.")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise PolynnTypeError(
+                f"layer {i} must be a polynn layer such as pn.Dense(2, 8); "
+                f"got {type(layer).__name__}."
+            )
+    dense = [layer for layer in layers if isinstance(layer, Dense)]
+    if not dense:
+        raise PolynnValueError("Sequential needs at least one Dense layer to know its sizes.")
+    for a, b in zip(dense, dense[1:]):
+        if a.out_features != b.in_features:
+            raise PolynnValueError(
+                f"{b!r} expects {b.in_features} inputs, but the Dense before it gives "
+                f"{a.out_features} ({a!r})."
+            )
+    if len({id(layer) for layer in layers}) != len(layers):
+        raise PolynnValueError("the same layer object appears twice; create one per position.")
+    if any(layer.built for layer in layers):
+        raise PolynnValueError(
+            "a layer already belongs to another Sequential; create new layer objects "
+            "(or copy the model with net.to(...) or pickle)."
+        )
+    return dense
 
 
 LAYERS: dict[str, type[Layer]] = {

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from polynn._checks import number
+from polynn.backends import Backend
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.layers import Parameter
 
@@ -47,6 +48,17 @@ class Optimizer:
 
     def step(self) -> None:
         raise NotImplementedError
+
+    def copy_for(self, params: Sequence[Parameter], backend: Backend) -> Optimizer:
+        """A copy with the same settings and state, bound to ``params`` on ``backend`` (the
+        parameters of a model moved with ``Sequential.to``)."""
+        optimizer = type(self)(**self.get_config())
+        optimizer.bind(params, backend.xp)
+        optimizer.iterations = self.iterations
+        optimizer.state = [
+            {key: backend.adopt(value) for key, value in state.items()} for state in self.state
+        ]
+        return optimizer
 
     def _lr(self) -> Any:
         """``lr`` as a 0-d array of the parameters' dtype and device, made again only when

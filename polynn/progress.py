@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -13,10 +12,10 @@ class Progress:
     over the epochs. The postfix shows the epoch's loss and metrics once it ends (they are
     read from the device once per epoch, not per batch)."""
 
-    def __init__(self, epochs: int, rows: int, batch_size: int | None, enabled: bool) -> None:
+    def __init__(self, epochs: int, batches: int, enabled: bool) -> None:
         self.enabled = enabled and epochs > 0
         self.epochs = epochs
-        self.batches = 1 if batch_size is None else math.ceil(rows / batch_size)
+        self.batches = batches
         self.epoch = 0
         #: Whether ``batch_done`` must be called after each batch.
         self.per_batch = self.enabled and self.batches > 1

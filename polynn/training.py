@@ -1,0 +1,310 @@
+"""The training and evaluation passes of a ``Sequential``, one concern per piece:
+
+- ``ArrayBatches``: where the batches come from (arrays on the device, reordered each epoch
+  from the model's host RNG when shuffling).
+- ``make_step``: the training step, forward, loss, backward and update of one batch, in one
+  function.
+- ``Summary``: what a pass reduces and reports (the loss as a mean over rows, each metric's
+  correct rows), read back from the device once per pass.
+- ``train``: epochs, the divergence check, validation, callbacks and progress; ``score``: a
+  pass without updates (``evaluate`` and validation).
+
+``Sequential.fit`` and ``Sequential.evaluate`` check their arguments and the data, then hand
+over to ``train`` and ``score``. Everything the per-batch loop needs is bound to a local name
+once per ``fit``: on a tiny network the Python overhead of a step is as large as its arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from polynn.backends import Backend
+from polynn.backends.host import HostRNG
+from polynn.callbacks import Callback, History
+from polynn.errors import PolynnTypeError, PolynnValueError, TrainingDivergedError
+from polynn.layers import Identity, Layer, Softmax
+from polynn.losses import BinaryCrossEntropy, CrossEntropy, Loss
+from polynn.metrics import get_metrics
+from polynn.optimizers import Optimizer
+from polynn.progress import Progress
+
+if TYPE_CHECKING:
+    from polynn.model import Sequential
+
+__all__ = [
+    "ArrayBatches",
+    "Summary",
+    "check_callbacks",
+    "layers_for",
+    "make_step",
+    "metrics_for",
+    "run",
+    "score",
+    "spans",
+    "split",
+    "train",
+]
+
+Metrics = dict[str, Callable[[Any, Any, Any], Any]]
+Step = Callable[[Any, Any], tuple[Any, Any]]
+
+
+def spans(rows: int, batch_size: int | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch of ``batch_size`` rows (one span for ``None``)."""
+    if batch_size is None or batch_size >= rows:
+        return [(0, rows)]
+    return [(start, min(start + batch_size, rows)) for start in range(0, rows, batch_size)]
+
+
+def split(X: Any, y: Any, fraction: float) -> tuple[Any, Any, tuple[Any, Any]]:
+    """``(X, y)`` less its last ``fraction`` of rows, and those rows for validation."""
+    keep = int(X.shape[0] * (1.0 - fraction))
+    if keep < 1 or keep == X.shape[0]:
+        raise PolynnValueError(
+            f"validation_split={fraction} of {X.shape[0]} rows leaves {keep} for training and "
+            f"{X.shape[0] - keep} for validation; both need at least one."
+        )
+    return X[:keep, ...], y[:keep, ...], (X[keep:, ...], y[keep:, ...])
+
+
+class ArrayBatches:
+    """The batches of ``(X, y)``, arrays already on the backend's device.
+
+    Without shuffling (or with a single batch) every epoch sees the same batches, sliced once;
+    with shuffling each epoch draws a permutation from ``rng``, the model's host RNG, so one
+    seed gives the same batch order on every backend.
+    """
+
+    def __init__(
+        self,
+        X: Any,
+        y: Any,
+        batch_size: int | None,
+        *,
+        shuffle: bool,
+        backend: Backend,
+        rng: HostRNG,
+    ) -> None:
+        self.rows = X.shape[0]
+        self.spans = spans(self.rows, batch_size)
+        self.sizes = [stop - start for start, stop in self.spans]
+        self._X, self._y = X, y
+        self._backend, self._rng = backend, rng
+        self._fixed: list[tuple[Any, Any]] | None = None
+        if len(self.spans) == 1:
+            self._fixed = [(X, y)]
+        elif not shuffle:
+            self._fixed = self._slice(X, y)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def _slice(self, X: Any, y: Any) -> list[tuple[Any, Any]]:
+        return [(X[a:b, ...], y[a:b, ...]) for a, b in self.spans]
+
+    def epoch(self) -> list[tuple[Any, Any]]:
+        """The next epoch's ``(x_batch, y_batch)`` pairs."""
+        if self._fixed is not None:
+            return self._fixed
+        xp = self._backend.xp
+        order = self._backend.from_numpy(self._rng.permutation(self.rows))
+        return self._slice(xp.take(self._X, order, axis=0), xp.take(self._y, order, axis=0))
+
+
+def layers_for(layers: list[Layer], loss: Loss | None) -> list[Layer]:
+    """The layers to run with ``loss``: cross-entropy takes logits, so a final Softmax
+    (possibly followed by Identity layers) fuses into it."""
+    if not isinstance(loss, CrossEntropy):
+        return layers
+    last = len(layers) - 1
+    while last > 0 and isinstance(layers[last], Identity):
+        last -= 1
+    if isinstance(layers[last], Softmax):
+        return layers[:last]
+    return layers
+
+
+def run(layers: Sequence[Layer], x: Any) -> Any:
+    """The output of ``layers`` applied to ``x`` in turn (each keeps what backward needs)."""
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
+
+def make_step(layers: Sequence[Layer], loss: Loss, optimizer: Optimizer) -> Step:
+    """The training step on one batch: ``step(x, y)`` runs forward, the loss, backward and
+    the optimizer's update, and returns the batch's loss (a 0-d device array) and the
+    network's output (for the metrics)."""
+    forwards = [layer.forward for layer in layers]
+    backwards = [layer.backward for layer in reversed(layers)]
+    value_and_grad, update = loss.value_and_grad, optimizer.step
+
+    def step(x: Any, y: Any) -> tuple[Any, Any]:
+        out = x
+        for forward in forwards:
+            out = forward(out)
+        value, grad = value_and_grad(out, y)
+        for backward in backwards:
+            grad = backward(grad)
+        update()
+        return value, out
+
+    return step
+
+
+def metrics_for(metrics: Sequence[str] | None, loss: Loss, n_outputs: int) -> Metrics:
+    """The metric functions named in ``metrics``, for a network of ``n_outputs`` trained
+    with ``loss`` (one output or binary cross-entropy: each output a probability)."""
+    binary = n_outputs == 1 or isinstance(loss, BinaryCrossEntropy)
+    return get_metrics(metrics, binary=binary)
+
+
+class Summary:
+    """The per-batch losses and metric counts of one pass, reduced to the pass's logs."""
+
+    def __init__(self, values: list[Any], counts: dict[str, list[Any]], backend: Backend) -> None:
+        self.values, self.counts, self.backend = values, counts, backend
+
+    def to_host(self, values: list[Any]) -> list[float]:
+        """Floats from a list of 0-d device arrays, in one transfer."""
+        if len(values) == 1:
+            return [float(values[0])]
+        return self.backend.to_numpy(self.backend.xp.stack(values)).tolist()
+
+    def logs(self, sizes: list[int], rows: int) -> tuple[dict[str, float], list[float]]:
+        """The logs of a pass over batches of ``sizes`` rows (the loss as a mean over rows,
+        each metric's correct rows over all rows) and the per-batch losses."""
+        batch_losses = self.to_host(self.values)
+        if len(batch_losses) == 1:
+            logs = {"loss": batch_losses[0]}
+        else:
+            logs = {"loss": sum(map(operator.mul, batch_losses, sizes)) / rows}
+        for name, batch_counts in self.counts.items():
+            logs[name] = sum(self.to_host(batch_counts)) / rows
+        return logs, batch_losses
+
+
+def score(
+    layers: Sequence[Layer],
+    X: Any,
+    y: Any,
+    loss: Loss,
+    metrics: Metrics,
+    batch_size: int | None,
+    backend: Backend,
+) -> dict[str, float]:
+    """The loss and metrics of the network over ``(X, y)``, in batches, without updates."""
+    xp = backend.xp
+    values: list[Any] = []
+    counts: dict[str, list[Any]] = {name: [] for name in metrics}
+    batch_spans = spans(X.shape[0], batch_size)
+    for start, stop in batch_spans:
+        out = run(layers, X[start:stop, ...])
+        yb = y[start:stop, ...]
+        values.append(loss.value(out, yb))
+        for name, fn in metrics.items():
+            counts[name].append(fn(out, yb, xp))
+    sizes = [b - a for a, b in batch_spans]
+    return Summary(values, counts, backend).logs(sizes, X.shape[0])[0]
+
+
+def epochs_of(
+    batches: ArrayBatches,
+    step: Step,
+    metrics: Metrics,
+    backend: Backend,
+    epochs: int,
+    optimizer: Optimizer,
+    tick: Callable[[], None] | None,
+) -> Iterator[dict[str, float]]:
+    """Train epoch after epoch, yielding each one's logs (loss and metrics); a loss that
+    turns inf or NaN raises ``TrainingDivergedError``."""
+    xp = backend.xp
+    isfinite = math.isfinite
+    quick = len(batches) == 1 and not metrics  # a tiny network's common case, kept cheap
+    for epoch in range(epochs):
+        values: list[Any] = []
+        counts: dict[str, list[Any]] = {name: [] for name in metrics} if metrics else {}
+        for xb, yb in batches.epoch():
+            value, out = step(xb, yb)
+            values.append(value)
+            if metrics:
+                for name, fn in metrics.items():
+                    counts[name].append(fn(out, yb, xp))
+            if tick is not None:
+                tick()
+        if quick:
+            batch_losses = [float(value)]
+            logs = {"loss": batch_losses[0]}
+        else:
+            logs, batch_losses = Summary(values, counts, backend).logs(batches.sizes, batches.rows)
+        if not isfinite(logs["loss"]):
+            bad = next(i for i, v in enumerate(batch_losses) if not isfinite(v))
+            raise TrainingDivergedError(
+                f"training diverged at epoch {epoch + 1}/{epochs}, batch {bad + 1}/"
+                f"{len(batches)}: the loss is {batch_losses[bad]}. Try a lower learning rate "
+                f"(this optimizer has lr={optimizer.lr:g}), or scale the inputs."
+            )
+        yield logs
+
+
+def check_callbacks(callbacks: Sequence[Callback] | None) -> list[Callback]:
+    """``callbacks`` as a list, each checked to be a ``Callback``."""
+    if isinstance(callbacks, Callback):
+        raise PolynnTypeError("callbacks must be a list of Callback objects, e.g. [cb].")
+    callbacks = list(callbacks or ())
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise PolynnTypeError(
+                f"callbacks must be polynn Callback objects; got {type(cb).__name__}."
+            )
+    return callbacks
+
+
+def train(
+    model: Sequential,
+    layers: Sequence[Layer],
+    batches: ArrayBatches,
+    *,
+    loss: Loss,
+    optimizer: Optimizer,
+    metrics: Metrics,
+    epochs: int,
+    validation: tuple[Any, Any] | None,
+    callbacks: Sequence[Callback],
+    verbose: bool,
+) -> History:
+    """Run ``epochs`` epochs of ``batches`` through ``layers``, reporting to the callbacks
+    and the progress bar after each; return the ``History``."""
+    backend = model.backend
+    history = History()
+    callbacks = [history, *callbacks]
+    for cb in callbacks:
+        cb.set_model(model)
+        cb.on_train_begin({})
+    model.stop_training = False
+    progress = Progress(epochs, len(batches), enabled=verbose)
+    tick = progress.batch_done if progress.per_batch else None
+    step = make_step(layers, loss, optimizer)
+    logs: dict[str, float] = {}
+    try:
+        for epoch, logs in enumerate(
+            epochs_of(batches, step, metrics, backend, epochs, optimizer, tick)
+        ):
+            if validation is not None:
+                scores = score(layers, *validation, loss, metrics, None, backend)
+                logs.update({f"val_{k}": v for k, v in scores.items()})
+            if progress.enabled:
+                progress.end_epoch(logs)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+    finally:
+        progress.close()
+    for cb in callbacks:
+        cb.on_train_end(logs)
+    return history
