@@ -6,6 +6,7 @@ All arithmetic goes through ``self.xp``, the array API namespace of the model's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from polynn._checks import integer, number
@@ -14,6 +15,7 @@ from polynn.backends.host import HostRNG
 from polynn.errors import PolynnTypeError, PolynnValueError
 
 __all__ = [
+    "Activation",
     "Dense",
     "Identity",
     "Layer",
@@ -24,6 +26,7 @@ __all__ = [
     "Softmax",
     "Tanh",
     "check_stack",
+    "fuse",
 ]
 
 
@@ -56,14 +59,6 @@ class Layer:
         self.dtype, self.device = dtype, backend.device
         self.built = True
 
-    def constant(self, value: float) -> Any:
-        """``value`` as a 0-d array of the layer's dtype on its device.
-
-        NumPy combines a small array with a Python float about 0.25 us slower than with a 0-d
-        array of the array's dtype; a tiny network makes a dozen such operations per step.
-        """
-        return self.xp.asarray(value, dtype=self.dtype, device=self.device)
-
     def forward(self, x: Any) -> Any:
         raise NotImplementedError
 
@@ -83,7 +78,9 @@ class Dense(Layer):
     """Fully connected layer: ``y = x @ W + b`` with ``W`` of shape (in, out), ``b`` (out,).
 
     ``init`` is ``"glorot_uniform"``, ``"he_normal"`` or ``None``: Glorot before sigmoid,
-    tanh and the rest, He before the ReLU family.
+    tanh and the rest, He before the ReLU family. An activation right after a Dense runs
+    inside it (``fuse``): the bias add and the activation are one kernel where the backend
+    has one.
     """
 
     INITS = ("glorot_uniform", "he_normal")
@@ -96,6 +93,8 @@ class Dense(Layer):
         self.init_name = init
         #: False for a network's first layer: its input gradient is never used.
         self.need_input_grad = True
+        #: The activation fused into this layer, if any.
+        self.activation: Activation | None = None
 
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         super().build(backend, dtype, rng, init)
@@ -104,14 +103,24 @@ class Dense(Layer):
         b = backend.from_numpy(rng.zeros(self.out_features), dtype)
         self.W, self.b = Parameter(W, "W"), Parameter(b, "b")
         self.params = (self.W, self.b)
+        self._act, self._act_grad = backend.kernels.activation("identity", dtype)
+        self._bias_grad = backend.kernels.bias_grad
+
+    def fuse(self, activation: Activation) -> None:
+        """Apply ``activation`` (built on the same backend) to this layer's output from now
+        on; the model then skips the activation layer itself."""
+        self.activation = activation
+        self._act, self._act_grad = activation.kernel
 
     def forward(self, x: Any) -> Any:
         self._x = x
-        return x @ self.W.value + self.b.value
+        y, self._saved = self._act(x @ self.W.value, self.b.value)
+        return y
 
     def backward(self, grad: Any) -> Any:
+        grad = self._act_grad(grad, self._saved)
         self.W.grad = self._x.T @ grad
-        self.b.grad = self.xp.sum(grad, axis=0)
+        self.b.grad = self._bias_grad(grad)
         if self.need_input_grad:
             return grad @ self.W.value.T
         return None
@@ -133,68 +142,55 @@ class Identity(Layer):
         return grad
 
 
-class Sigmoid(Layer):
+class Activation(Layer):
+    """An elementwise activation, computed by the backend's kernels (``polynn.kernels``).
+
+    Subclasses name their kernel in ``kind``. After a ``Dense`` the activation runs inside
+    that layer (see ``Dense.fuse``); elsewhere it runs on its own.
+    """
+
+    kind: ClassVar[str]
+
+    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
+        super().build(backend, dtype, rng, init)
+        #: ``(forward, backward)`` from the backend's kernels.
+        self.kernel = backend.kernels.activation(self.kind, dtype, **self.get_config())
+
+    def forward(self, x: Any) -> Any:
+        y, self._saved = self.kernel[0](x, None)
+        return y
+
+    def backward(self, grad: Any) -> Any:
+        return self.kernel[1](grad, self._saved)
+
+
+class Sigmoid(Activation):
     """``y = 1 / (1 + exp(-x))``, computed as ``(tanh(x / 2) + 1) / 2`` so it never overflows."""
 
-    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
-        super().build(backend, dtype, rng, init)
-        self._half, self._one = self.constant(0.5), self.constant(1.0)
-
-    def forward(self, x: Any) -> Any:
-        half = self._half
-        self._y = y = half * self.xp.tanh(half * x) + half
-        return y
-
-    def backward(self, grad: Any) -> Any:
-        y = self._y
-        return grad * (y * (self._one - y))
+    kind = "sigmoid"
 
 
-class Tanh(Layer):
+class Tanh(Activation):
     """``y = tanh(x)``."""
 
-    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
-        super().build(backend, dtype, rng, init)
-        self._one = self.constant(1.0)
-
-    def forward(self, x: Any) -> Any:
-        self._y = y = self.xp.tanh(x)
-        return y
-
-    def backward(self, grad: Any) -> Any:
-        y = self._y
-        return grad * (self._one - y * y)
+    kind = "tanh"
 
 
-class ReLU(Layer):
+class ReLU(Activation):
     """``y = max(x, 0)``."""
 
+    kind = "relu"
     init = "he_normal"
 
-    def forward(self, x: Any) -> Any:
-        # A multiplication by the mask is much cheaper than xp.where on large arrays.
-        self._mask = mask = self.xp.astype(x > 0, x.dtype)
-        return x * mask
 
-    def backward(self, grad: Any) -> Any:
-        return grad * self._mask
-
-
-class LeakyReLU(Layer):
+class LeakyReLU(Activation):
     """``y = x`` where ``x > 0``, else ``negative_slope * x``."""
 
+    kind = "leaky_relu"
     init = "he_normal"
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         self.negative_slope = number(negative_slope, "LeakyReLU negative_slope", 0.0, 1.0)
-
-    def forward(self, x: Any) -> Any:
-        slope = self.negative_slope
-        self._factor = factor = self.xp.astype(x > 0, x.dtype) * (1.0 - slope) + slope
-        return x * factor
-
-    def backward(self, grad: Any) -> Any:
-        return grad * self._factor
 
     def get_config(self) -> dict[str, Any]:
         return {"negative_slope": self.negative_slope}
@@ -216,6 +212,20 @@ class Softmax(Layer):
     def backward(self, grad: Any) -> Any:
         y = self._y
         return y * (grad - self.xp.sum(grad * y, axis=1, keepdims=True))
+
+
+def fuse(layers: Sequence[Layer]) -> list[Layer]:
+    """The layers a model runs, once built: each activation right after a Dense is fused
+    into it (``Dense.fuse``) and left out."""
+    run: list[Layer] = []
+    for layer in layers:
+        previous = run[-1] if run else None
+        if isinstance(layer, Activation) and isinstance(previous, Dense):
+            if previous.activation is None:
+                previous.fuse(layer)
+                continue
+        run.append(layer)
+    return run
 
 
 def check_stack(layers: tuple[Layer, ...]) -> list[Dense]:

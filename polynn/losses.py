@@ -130,14 +130,7 @@ class CrossEntropy(Loss):
         return y
 
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
-        xp = self.xp
-        shifted = pred - xp.max(pred, axis=1, keepdims=True)
-        e = xp.exp(shifted)
-        total = xp.sum(e, axis=1, keepdims=True)
-        rows = pred.shape[0]
-        log_probs = shifted - xp.log(total)
-        value = -xp.sum(target * log_probs) / rows
-        return value, (e / total - target) / rows
+        return self.kernels.softmax_cross_entropy(pred, target)
 
 
 LOSSES: dict[str, type[Loss]] = {
@@ -157,5 +150,5 @@ def get_loss(loss: str | Loss, backend: Backend) -> Loss:
         raise PolynnTypeError(
             f"loss must be a name from {list(LOSSES)} or a polynn Loss; got {type(loss).__name__}."
         )
-    loss.xp = backend.xp
+    loss.xp, loss.kernels = backend.xp, backend.kernels
     return loss

@@ -9,11 +9,11 @@ from typing import Any
 
 from polynn import files
 from polynn._checks import integer, number
-from polynn.backends import Backend, dtype_name, get
+from polynn.backends import MATMUL_PRECISIONS, Backend, dtype_name, get
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
 from polynn.errors import PolynnTypeError, PolynnValueError
-from polynn.layers import Layer, Parameter, check_stack
+from polynn.layers import Layer, Parameter, check_stack, fuse
 from polynn.losses import Loss, get_loss
 from polynn.optimizers import Optimizer, get_optimizer
 from polynn.training import (
@@ -39,9 +39,12 @@ class Sequential:
     >>> net.backend.name, net.dtype_name
     ('numpy', 'float32')
 
-    ``backend`` is a name (``"numpy"``, ``"cupy"``, ``"array_api_strict"``, ``"auto"``),
-    or None for the ``POLYNN_BACKEND`` environment variable, else NumPy. ``seed`` fixes the
-    initial weights and the batch order, identically on every backend.
+    ``backend`` is a name (``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"``,
+    ``"array_api_strict"``, ``"auto"``), a namespace, or None for the ``POLYNN_BACKEND``
+    environment variable, else NumPy. ``seed`` fixes the initial weights and the batch order,
+    identically on every backend. ``matmul_precision="high"`` lets float32 matrix products
+    use TF32 tensor cores on CUDA (CuPy, PyTorch, JAX), only inside this model's calls;
+    ``"highest"`` (the default) keeps them in full float32. NumPy ignores it.
     """
 
     def __init__(
@@ -51,8 +54,14 @@ class Sequential:
         device: Any = None,
         dtype: Any = "float32",
         seed: int | None = None,
+        matmul_precision: str = "highest",
     ) -> None:
         dense = check_stack(layers)
+        if matmul_precision not in MATMUL_PRECISIONS:
+            raise PolynnValueError(
+                f"matmul_precision must be one of {list(MATMUL_PRECISIONS)}; "
+                f"got {matmul_precision!r}."
+            )
         if seed is not None:
             seed = integer(seed, "seed", 0)
         self.layers = list(layers)
@@ -60,6 +69,7 @@ class Sequential:
         self.dtype_name = dtype_name(dtype)
         self.dtype = self.backend.dtype(self.dtype_name)
         self.seed = seed
+        self.matmul_precision = matmul_precision
         self.in_features = dense[0].in_features
         self.n_outputs = dense[-1].out_features
         self._rng = HostRNG(seed)
@@ -70,6 +80,7 @@ class Sequential:
                 layer.build(self.backend, self.dtype, self._rng, init)
         if dense[0] is layers[0]:
             dense[0].need_input_grad = False
+        self._layers = fuse(layers)  # the layers that run: activations fused into Dense
         self.params: list[Parameter] = [p for layer in layers for p in layer.params]
         self.loss: Loss | None = None
         self.optimizer: Optimizer | None = None
@@ -78,9 +89,12 @@ class Sequential:
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)
+        extra = ""
+        if self.matmul_precision != "highest":
+            extra = f", matmul_precision={self.matmul_precision!r}"
         return (
             f"Sequential({inner}, backend={self.backend.name!r}, "
-            f"device={self.backend.device!r}, dtype={self.dtype_name!r})"
+            f"device={self.backend.device!r}, dtype={self.dtype_name!r}{extra})"
         )
 
     # -- data in ----------------------------------------------------------------------------
@@ -106,8 +120,8 @@ class Sequential:
     # -- explicit passes --------------------------------------------------------------------
     def forward(self, X: Any) -> Any:
         """Run every layer on ``X`` (checked and moved to the backend); keep what backward needs."""
-        with self.backend.context():
-            out = run(self.layers, self._inputs(X))
+        with self.backend.context(self.matmul_precision):
+            out = run(self._layers, self._inputs(X))
             self._last_output_shape = tuple(out.shape)
             return out
 
@@ -122,17 +136,17 @@ class Sequential:
                 f"like the last forward's output {self._last_output_shape}; got "
                 f"{type(grad).__name__} of shape {tuple(getattr(grad, 'shape', ()))}."
             )
-        with self.backend.context():
-            for layer in reversed(self.layers):
+        with self.backend.context(self.matmul_precision):
+            for layer in reversed(self._layers):
                 grad = layer.backward(grad)
 
     def predict(self, X: Any, batch_size: int | None = None) -> Any:
         """The network's output for ``X``, an array of the backend on its device."""
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
-        with self.backend.context():
+        with self.backend.context(self.matmul_precision):
             X = self._inputs(X)
-            chunks = [run(self.layers, X[s:e, ...]) for s, e in spans(X.shape[0], batch_size)]
+            chunks = [run(self._layers, X[s:e, ...]) for s, e in spans(X.shape[0], batch_size)]
             return chunks[0] if len(chunks) == 1 else self.backend.xp.concat(chunks, axis=0)
 
     # -- training ---------------------------------------------------------------------------
@@ -178,7 +192,7 @@ class Sequential:
         optimizer = get_optimizer(optimizer)
         metric_fns = metrics_for(metrics, loss, self.n_outputs)
         callbacks = check_callbacks(callbacks)
-        with self.backend.context():
+        with self.backend.context(self.matmul_precision):
             X, y = self._data(X, y, loss)
             if validation_split:
                 X, y, validation = split(X, y, validation_split)
@@ -186,14 +200,14 @@ class Sequential:
                 validation = self._data(*validation_data, loss)
             else:
                 validation = None
-            optimizer.bind(self.params, self.backend.xp)
+            optimizer.bind(self.params, self.backend)
             self.loss, self.optimizer = loss, optimizer
             batches = ArrayBatches(
                 X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng
             )
             return train(
                 self,
-                layers_for(self.layers, loss),
+                layers_for(self._layers, loss),
                 batches,
                 loss=loss,
                 optimizer=optimizer,
@@ -221,10 +235,10 @@ class Sequential:
             batch_size = integer(batch_size, "batch_size", 1)
         loss = get_loss(loss if loss is not None else (self.loss or "mse"), self.backend)
         metric_fns = metrics_for(metrics, loss, self.n_outputs)
-        with self.backend.context():
+        with self.backend.context(self.matmul_precision):
             X, y = self._data(X, y, loss)
             return score(
-                layers_for(self.layers, loss), X, y, loss, metric_fns, batch_size, self.backend
+                layers_for(self._layers, loss), X, y, loss, metric_fns, batch_size, self.backend
             )
 
     # -- weights and files ------------------------------------------------------------------
@@ -267,8 +281,8 @@ class Sequential:
         return "?"
 
     def get_config(self) -> dict[str, Any]:
-        """What ``save`` writes besides the weights: the layers and the dtype."""
-        return files.config(self.layers, self.dtype_name)
+        """What ``save`` writes besides the weights: the layers, dtype and matmul precision."""
+        return files.config(self.layers, self.dtype_name, matmul_precision=self.matmul_precision)
 
     @classmethod
     def from_config(
@@ -281,9 +295,13 @@ class Sequential:
     ) -> Sequential:
         """A new model with the layers of ``config`` (as ``get_config`` returns) and fresh
         weights; ``dtype=None`` takes the config's."""
-        dtype = config["dtype"] if dtype is None else dtype
         return cls(
-            *files.layers_from(config), backend=backend, device=device, dtype=dtype, seed=seed
+            *files.layers_from(config),
+            backend=backend,
+            device=device,
+            dtype=config["dtype"] if dtype is None else dtype,
+            seed=seed,
+            matmul_precision=config.get("matmul_precision", "highest"),
         )
 
     def save(self, path: str | os.PathLike) -> None:

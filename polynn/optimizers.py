@@ -1,6 +1,7 @@
-"""Optimizers. They update ``Parameter.value`` with augmented assignments (``p.value -= ...``):
-in place where the namespace's arrays are writable (NumPy, CuPy, array-api-strict), and as a
-new array bound to the same parameter where they are not.
+"""Optimizers. Their update rules are primitives of the kernel seam (``polynn.kernels``:
+``Kernels.sgd`` and ``Kernels.adam``), in place where the namespace's arrays are writable
+(NumPy, CuPy, array-api-strict), and as a new array bound to the same parameter where they
+are not.
 
 State (momentum, moments) is created lazily from the first gradients, so it lives on the
 parameters' own backend and device. ``lr`` is read at every step: changing it between epochs
@@ -9,7 +10,6 @@ parameters' own backend and device. ``lr`` is read at every step: changing it be
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,13 +32,13 @@ class Optimizer:
         self._lr_seen: float | None = None
         self._lr_0d: Any = None
 
-    def bind(self, params: Sequence[Parameter], xp: Any) -> None:
-        """Train ``params`` (arrays of namespace ``xp``) from now on.
+    def bind(self, params: Sequence[Parameter], backend: Backend) -> None:
+        """Train ``params`` (arrays of ``backend``) from now on, with its kernels.
 
         Binding the parameters already bound keeps the state, so a second ``fit`` continues
         where the first stopped.
         """
-        self.xp = xp
+        self.xp, self.kernels = backend.xp, backend.kernels
         params = tuple(params)
         if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
             self.params = params
@@ -53,7 +53,7 @@ class Optimizer:
         """A copy with the same settings and state, bound to ``params`` on ``backend`` (the
         parameters of a model moved with ``Sequential.to``)."""
         optimizer = type(self)(**self.get_config())
-        optimizer.bind(params, backend.xp)
+        optimizer.bind(params, backend)
         optimizer.iterations = self.iterations
         optimizer.state = [
             {key: backend.adopt(value) for key, value in state.items()} for state in self.state
@@ -104,24 +104,10 @@ class SGD(Optimizer):
     def step(self) -> None:
         if not self.params:
             return
-        lr, mu, wd = self._lr(), self.momentum, self.weight_decay
         self.iterations += 1
-        if not (mu or wd):  # plain gradient descent
-            for p in self.params:
-                p.value -= lr * p.grad
-            return
-        for p, state in zip(self.params, self.state):
-            g = p.grad
-            if wd:
-                g = g + wd * p.value
-            if mu:
-                if "velocity" not in state:
-                    state["velocity"] = g * 1.0
-                else:
-                    state["velocity"] *= mu
-                    state["velocity"] += g
-                g = g + mu * state["velocity"] if self.nesterov else state["velocity"]
-            p.value -= lr * g
+        self.kernels.sgd(
+            self.params, self.state, self._lr(), self.momentum, self.nesterov, self.weight_decay
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -155,23 +141,16 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         self.iterations += 1
-        t, b1, b2 = self.iterations, self.beta1, self.beta2
-        step_size = self.lr / (1.0 - b1**t)
-        root_correction = 1.0 / math.sqrt(1.0 - b2**t)
-        xp = self.xp
-        for p, state in zip(self.params, self.state):
-            g = p.grad
-            if not state:
-                state["m"] = g * (1.0 - b1)
-                state["v"] = g * g * (1.0 - b2)
-            else:
-                state["m"] *= b1
-                state["m"] += (1.0 - b1) * g
-                state["v"] *= b2
-                state["v"] += (1.0 - b2) * (g * g)
-            if self.weight_decay:
-                p.value *= 1.0 - self.lr * self.weight_decay
-            p.value -= step_size * state["m"] / (xp.sqrt(state["v"]) * root_correction + self.eps)
+        self.kernels.adam(
+            self.params,
+            self.state,
+            self.iterations,
+            self.lr,
+            self.beta1,
+            self.beta2,
+            self.eps,
+            self.weight_decay,
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {

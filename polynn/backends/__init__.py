@@ -14,12 +14,21 @@ import logging
 import os
 from typing import Any
 
-from polynn.backends._core import DTYPES, Backend, dtype_name
+from polynn.backends._core import DTYPES, MATMUL_PRECISIONS, Backend, dtype_name
 from polynn.backends._libraries import LIBRARIES, NamespaceBackend, registered_name
 from polynn.backends.host import to_numpy
 from polynn.errors import BackendUnavailableError, PolynnTypeError, PolynnValueError
 
-__all__ = ["Backend", "DTYPES", "available", "dtype_name", "get", "names", "to_numpy"]
+__all__ = [
+    "Backend",
+    "DTYPES",
+    "MATMUL_PRECISIONS",
+    "available",
+    "dtype_name",
+    "get",
+    "names",
+    "to_numpy",
+]
 
 ENV_VAR = "POLYNN_BACKEND"
 DEFAULT = "numpy"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import array_api_compat
@@ -10,8 +11,12 @@ import numpy as np
 
 from polynn.backends.host import to_numpy
 from polynn.errors import PolynnTypeError, PolynnValueError
+from polynn.kernels import Kernels
 
 DTYPES = ("float32", "float64")
+#: ``"highest"``: float32 matrix products in full float32. ``"high"``: the library may use
+#: TF32 tensor cores on CUDA (about 10 mantissa bits in the products, float32 sums).
+MATMUL_PRECISIONS = ("highest", "high")
 
 
 class Backend:
@@ -41,7 +46,16 @@ class Backend:
     def __hash__(self) -> int:
         return hash((self.name, str(self.device)))
 
+    @functools.cached_property
+    def kernels(self) -> Kernels:
+        """The primitives of a training step on this backend (see ``polynn.kernels``): the
+        array API defaults, or a library's faster versions of some of them."""
+        return self._make_kernels()
+
     # -- what each library overrides -------------------------------------------------------
+    def _make_kernels(self) -> Kernels:
+        return Kernels(self.xp, self.device)
+
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend's library."""
         raise NotImplementedError
@@ -50,8 +64,11 @@ class Backend:
         """Copy a host NumPy array onto this backend's device (never a view of ``a``)."""
         return self.xp.asarray(a, device=self.device, copy=True)
 
-    def context(self) -> contextlib.AbstractContextManager:
-        """A context manager that makes this backend's device the current one."""
+    def context(self, matmul_precision: str = "highest") -> contextlib.AbstractContextManager:
+        """A context manager that makes this backend's device the current one and, inside
+        it, float32 matrix products run at ``matmul_precision`` (one of
+        ``MATMUL_PRECISIONS``; where a library has no such switch it is ignored). Whatever
+        it changes is restored on exit."""
         return contextlib.nullcontext()
 
     def synchronize(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import array_api_compat
@@ -12,6 +13,7 @@ import numpy as np
 from polynn.backends import _numpy_fast
 from polynn.backends._core import Backend
 from polynn.errors import BackendUnavailableError, PolynnValueError
+from polynn.kernels import Kernels
 
 
 def _import(module: str, backend: str, install: str) -> Any:
@@ -39,7 +41,10 @@ class NumpyBackend(Backend):
     def owns(self, x: Any) -> bool:
         return isinstance(x, np.ndarray)
 
-    def context(self) -> contextlib.AbstractContextManager:
+    def _make_kernels(self) -> Kernels:
+        return _numpy_fast.NumpyKernels(self.xp, self.device)
+
+    def context(self, matmul_precision: str = "highest") -> contextlib.AbstractContextManager:
         # A diverging run overflows; fit reports that as TrainingDivergedError, so NumPy's
         # overflow warnings before it would only be noise.
         return np.errstate(over="ignore", invalid="ignore")
@@ -91,11 +96,17 @@ class CupyBackend(Backend):
             )
         index = _cuda_index(device, cupy, count)
         self._cupy = cupy
+        self._linalg = _import("cupy._core._routines_linalg", "cupy", "pip install -U cupy")
         xp = _import("array_api_compat.cupy", "cupy", 'pip install "polynn[cuda12]"')
         super().__init__("cupy", xp, cupy.cuda.Device(index))
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, self._cupy.ndarray)
+
+    def _make_kernels(self) -> Kernels:
+        from polynn.backends._cupy_kernels import CupyKernels
+
+        return CupyKernels(self.xp, self.device, self._cupy)
 
     def _from_numpy(self, a: np.ndarray) -> Any:
         return self._cupy.asarray(a)  # on the current device: from_numpy enters context()
@@ -103,8 +114,21 @@ class CupyBackend(Backend):
     def device_of(self, x: Any) -> Any:
         return x.device
 
-    def context(self) -> contextlib.AbstractContextManager:
-        return self.device
+    @contextlib.contextmanager
+    def context(self, matmul_precision: str = "highest") -> Iterator[None]:
+        # CuPy takes the compute type of float32 matmuls from a process-wide setting (which
+        # CUPY_TF32=1 changes): set it either way, and put back what was there.
+        linalg = self._linalg
+        wanted = linalg.COMPUTE_TYPE_DEFAULT
+        if matmul_precision != "highest":
+            wanted = linalg.COMPUTE_TYPE_TF32
+        with self.device:
+            old = linalg.get_compute_type(np.float32)
+            linalg.set_compute_type(np.float32, wanted)
+            try:
+                yield
+            finally:
+                linalg.set_compute_type(np.float32, old)
 
     def synchronize(self) -> None:
         self.device.synchronize()
@@ -160,31 +184,57 @@ class TorchBackend(Backend):
     def _from_numpy(self, a: np.ndarray) -> Any:
         return self._torch.from_numpy(a).to(self.device, copy=True)
 
+    @contextlib.contextmanager
+    def context(self, matmul_precision: str = "highest") -> Iterator[None]:
+        torch = self._torch
+        old = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(matmul_precision)
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(old)
+
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             self._torch.cuda.synchronize(self.device)
 
 
 class JaxBackend(Backend):
-    """JAX arrays on the CPU (or another JAX device). JAX arrays are immutable: parameter
-    updates rebind new arrays instead of writing in place."""
+    """JAX arrays on one JAX device: by default JAX's own default device (a GPU where JAX
+    has one), or ``device="cpu"``, ``"cuda"`` / ``"gpu"``, ``"cuda:N"`` or a ``jax.Device``.
+    JAX arrays are immutable: parameter updates rebind new arrays instead of writing in
+    place."""
 
     inplace = False
+    PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 
     def __init__(self, device: Any = None) -> None:
         jax = _import("jax", "jax", "pip install jax")
         self._jax = jax
-        if device is None or isinstance(device, str):
-            platform = device or "cpu"
-            try:
-                device = jax.devices(platform)[0]
-            except RuntimeError:
-                raise _bad_device(
-                    "jax", platform, "a platform JAX knows here, such as 'cpu'"
-                ) from None
+        if device is None:
+            device = jax.config.jax_default_device or jax.devices()[0]
+        elif isinstance(device, str):
+            device = self._named_device(jax, device)
         elif not isinstance(device, jax.Device):
-            raise _bad_device("jax", device, "a jax.Device or a platform name such as 'cpu'")
+            raise _bad_device("jax", device, "a jax.Device or a name such as 'cpu' or 'cuda:0'")
         super().__init__("jax", jax.numpy, device)
+
+    def _named_device(self, jax: Any, name: str) -> Any:
+        match = re.fullmatch(r"([a-z]+)(?::(\d+))?", name)
+        platform = self.PLATFORMS.get(match.group(1)) if match else None
+        if platform is None:
+            raise _bad_device("jax", name, "'cpu', 'cuda', 'gpu', 'cuda:N' or a jax.Device")
+        try:
+            devices = jax.devices(platform)
+        except RuntimeError as exc:
+            raise BackendUnavailableError(
+                f"backend 'jax' on {name!r}: JAX has no {platform} device here ({exc}); "
+                "for NVIDIA GPUs install jax[cuda12] or jax[cuda13]."
+            ) from None
+        index = int(match.group(2) or 0)
+        if index >= len(devices):
+            raise _bad_device("jax", name, f"{platform}:0 to {platform}:{len(devices) - 1}")
+        return devices[index]
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, self._jax.Array)
@@ -200,6 +250,11 @@ class JaxBackend(Backend):
                 "jax.config.update('jax_enable_x64', True) before building the model."
             )
         return dtype
+
+    def context(self, matmul_precision: str = "highest") -> contextlib.AbstractContextManager:
+        # JAX's GPU default for float32 matmuls may use TF32; "highest" asks for float32.
+        precision = "highest" if matmul_precision == "highest" else "tensorfloat32"
+        return self._jax.default_matmul_precision(precision)
 
     def synchronize(self) -> None:
         self.xp.zeros((), device=self.device).block_until_ready()
