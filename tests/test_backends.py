@@ -217,3 +217,33 @@ def test_numpy_fast_astype_matches_numpy():
     assert xp.astype(a, a.dtype) is not a
     with pytest.raises(ValueError):
         xp.astype(a, np.float32, device="gpu")
+
+
+def test_jax_follows_its_default_device_and_takes_device_names():
+    jax = pytest.importorskip("jax", reason="the jax backend needs JAX installed")
+    assert backends.get("jax").device == jax.devices()[0]
+    cpu = jax.devices("cpu")
+    assert backends.get("jax", "cpu").device == cpu[0]
+    assert backends.get("jax", cpu[-1]).device == cpu[-1]
+    with pytest.raises(pn.PolynnValueError, match="'cpu', 'cuda'"):
+        backends.get("jax", "quantum")
+    with pytest.raises(pn.PolynnValueError, match="cpu:0 to"):
+        backends.get("jax", f"cpu:{len(cpu)}")
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        with pytest.raises(pn.PolynnValueError, match="jax.cuda"):
+            backends.get("jax", "cuda")
+    else:
+        for name in ("cuda", "gpu", "cuda:0"):
+            assert backends.get("jax", name).device == gpus[0]
+
+
+def test_jax_on_its_default_device_keeps_every_array_there():
+    jax = pytest.importorskip("jax", reason="the jax backend needs JAX installed")
+    net = tiny(backend="jax", seed=0)
+    X = np.eye(2)
+    net.fit(X, [0.0, 1.0], optimizer=pn.Adam(), epochs=2, verbose=0)
+    arrays = [p.value for p in net.params] + [s for d in net.optimizer.state for s in d.values()]
+    arrays.append(net.predict(X))
+    assert {d for a in arrays for d in a.devices()} == {jax.devices()[0]}

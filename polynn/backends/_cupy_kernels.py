@@ -93,9 +93,9 @@ class CupyKernels(Kernels):
 
     name = "cupy fused"
 
-    def __init__(self, xp: Any, device: Any, cupy: Any) -> None:
+    def __init__(self, xp: Any, device: Any, cupy: Any, linalg: Any) -> None:
         super().__init__(xp, device)
-        self._cupy = cupy
+        self._cupy, self._linalg = cupy, linalg
         self._k = _kernels(cupy)
         self._ones: dict[tuple[int, Any], Any] = {}
 
@@ -123,12 +123,22 @@ class CupyKernels(Kernels):
 
     def bias_grad(self, grad: Any) -> Any:
         """``ones @ grad``: cuBLAS's matrix-vector product sums the rows about 14 times
-        faster than ``sum(axis=0)`` on a 16384x1024 float32 gradient."""
+        faster than ``sum(axis=0)`` on a 16384x1024 float32 gradient. It runs in full float32
+        also where the model allows TF32 (``matmul_precision="high"``): a sum gains no speed
+        from tensor cores, only rounding."""
         key = (grad.shape[0], grad.dtype)
         ones = self._ones.get(key)
         if ones is None:
             ones = self._ones[key] = self._cupy.ones(grad.shape[0], dtype=grad.dtype)
-        return ones @ grad
+        linalg = self._linalg
+        old = linalg.get_compute_type(grad.dtype)
+        if old == linalg.COMPUTE_TYPE_DEFAULT:
+            return ones @ grad
+        linalg.set_compute_type(grad.dtype, linalg.COMPUTE_TYPE_DEFAULT)
+        try:
+            return ones @ grad
+        finally:
+            linalg.set_compute_type(grad.dtype, old)
 
     def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
         zmax = self._cupy.max(logits, axis=1, keepdims=True)

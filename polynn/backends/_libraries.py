@@ -106,7 +106,7 @@ class CupyBackend(Backend):
     def _make_kernels(self) -> Kernels:
         from polynn.backends._cupy_kernels import CupyKernels
 
-        return CupyKernels(self.xp, self.device, self._cupy)
+        return CupyKernels(self.xp, self.device, self._cupy, self._linalg)
 
     def _from_numpy(self, a: np.ndarray) -> Any:
         return self._cupy.asarray(a)  # on the current device: from_numpy enters context()
@@ -116,11 +116,13 @@ class CupyBackend(Backend):
 
     @contextlib.contextmanager
     def context(self, matmul_precision: str = "highest") -> Iterator[None]:
-        # CuPy takes the compute type of float32 matmuls from a process-wide setting (which
-        # CUPY_TF32=1 changes): set it either way, and put back what was there.
+        # CuPy takes the compute type of float32 matmuls from one process-wide setting (which
+        # CUPY_TF32=1 changes): set it either way, and put back what was there. TF32 needs
+        # compute capability 8.0 (Ampere) or newer; older cards keep float32. The setting is
+        # shared by all threads: models of different precisions in parallel threads race.
         linalg = self._linalg
         wanted = linalg.COMPUTE_TYPE_DEFAULT
-        if matmul_precision != "highest":
+        if matmul_precision != "highest" and int(self.device.compute_capability) >= 80:
             wanted = linalg.COMPUTE_TYPE_TF32
         with self.device:
             old = linalg.get_compute_type(np.float32)
@@ -226,10 +228,13 @@ class JaxBackend(Backend):
             raise _bad_device("jax", name, "'cpu', 'cuda', 'gpu', 'cuda:N' or a jax.Device")
         try:
             devices = jax.devices(platform)
-        except RuntimeError as exc:
-            raise BackendUnavailableError(
-                f"backend 'jax' on {name!r}: JAX has no {platform} device here ({exc}); "
-                "for NVIDIA GPUs install jax[cuda12] or jax[cuda13]."
+        except RuntimeError:
+            here = sorted({d.platform for d in jax.devices()} | {"cpu"})
+            raise _bad_device(
+                "jax",
+                name,
+                f"a platform JAX has here ({', '.join(here)}); for NVIDIA GPUs "
+                'install JAX with CUDA: pip install "jax[cuda12]"',
             ) from None
         index = int(match.group(2) or 0)
         if index >= len(devices):

@@ -1,0 +1,239 @@
+"""The kernel seam: every primitive against a NumPy float64 reference written from the
+equations, and every fast path against the array API default on the same inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import polynn as pn
+from polynn.kernels import ACTIVATIONS, Kernels
+from polynn.layers import Parameter
+
+# Relative tolerances against float64 references: float32 rounding, and float64's.
+RTOL = {"float32": 2e-6, "float64": 1e-13}
+SLOPE = 0.1
+
+
+def reference_activation(name, v):
+    """``(f(v), f'(v))`` in NumPy float64."""
+    if name == "identity":
+        return v, np.ones_like(v)
+    if name == "sigmoid":
+        s = 1.0 / (1.0 + np.exp(-v))
+        return s, s * (1.0 - s)
+    if name == "tanh":
+        t = np.tanh(v)
+        return t, 1.0 - t * t
+    if name == "relu":
+        return np.maximum(v, 0.0), (v > 0).astype(float)
+    if name == "leaky_relu":
+        return np.where(v > 0, v, SLOPE * v), np.where(v > 0, 1.0, SLOPE)
+    raise AssertionError(name)
+
+
+def inputs(seed=0, rows=7, cols=5):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=3.0, size=(rows, cols))
+    z[0, :2] = 0.0  # the kink of the ReLU family
+    return z, rng.normal(size=cols), rng.normal(size=(rows, cols))
+
+
+def on(backend, a, dtype):
+    return backend.from_numpy(np.asarray(a), dtype)
+
+
+def close(got, want, dtype, scale=1.0):
+    np.testing.assert_allclose(pn.to_numpy(got), want, rtol=RTOL[dtype], atol=RTOL[dtype] * scale)
+
+
+def default_kernels(backend):
+    return Kernels(backend.xp, backend.device)
+
+
+def fast_or_skip(backend):
+    if type(backend.kernels) is Kernels:
+        pytest.skip(f"backend {backend.name!r} uses the array API defaults: no fast path")
+    return backend.kernels
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_matches_the_reference(backend, name, dtype):
+    z, b, g = inputs()
+    forward, backward = backend.kernels.activation(name, backend.dtype(dtype), negative_slope=SLOPE)
+    for bias in (None, b):
+        v = z if bias is None else z + bias
+        f, df = reference_activation(name, v)
+        y, saved = forward(on(backend, z, dtype), None if bias is None else on(backend, b, dtype))
+        close(y, f, dtype, scale=np.abs(f).max())
+        close(backward(on(backend, g, dtype), saved), g * df, dtype, scale=np.abs(g).max())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_standalone_activation_leaves_its_input_alone(backend, dtype):
+    """Without a bias the input is another layer's output (kept for its backward pass)."""
+    z, _, _ = inputs()
+    x = on(backend, z, dtype)
+    for name in ACTIVATIONS:
+        backend.kernels.activation(name, backend.dtype(dtype))[0](x, None)
+        np.testing.assert_array_equal(pn.to_numpy(x), z.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bias_grad_and_cross_entropy_match_the_reference(backend, dtype):
+    z, _, g = inputs(rows=9)
+    close(backend.kernels.bias_grad(on(backend, g, dtype)), g.sum(0), dtype, scale=10.0)
+    target = np.eye(5)[np.random.default_rng(1).integers(0, 5, size=9)]
+    value, grad = backend.kernels.softmax_cross_entropy(
+        on(backend, z, dtype), on(backend, target, dtype)
+    )
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    close(value, -np.mean(np.sum(target * np.log(p), axis=1)), dtype, scale=10.0)
+    close(grad, (p - target) / 9, dtype)
+
+
+def sgd_reference(w, grads, lr, momentum, nesterov, decay):
+    v = None
+    for g in grads:
+        g = g + decay * w
+        if momentum:
+            v = g if v is None else momentum * v + g
+            g = g + momentum * v if nesterov else v
+        w = w - lr * g
+    return w
+
+
+def adam_reference(w, grads, lr, b1, b2, eps, decay):
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w * (1 - lr * decay)
+        w = w - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    return w
+
+
+def run_updates(kernels, backend, dtype, which, settings, w, grads):
+    """Apply ``grads`` in turn through ``kernels``' update ``which``; the final weights."""
+    p, state = Parameter(on(backend, w, dtype), "W"), {}
+    lr = backend.xp.asarray(settings["lr"], dtype=backend.dtype(dtype), device=backend.device)
+    for t, g in enumerate(grads, start=1):
+        p.grad = on(backend, g, dtype)
+        if which == "sgd":
+            kernels.sgd([p], [state], lr, *settings["args"])
+        else:
+            kernels.adam([p], [state], t, settings["lr"], *settings["args"])
+    return pn.to_numpy(p.value)
+
+
+UPDATES = {
+    "sgd": {"lr": 0.1, "args": (0.0, False, 0.0)},
+    "sgd-decay": {"lr": 0.1, "args": (0.0, False, 0.01)},
+    "momentum": {"lr": 0.1, "args": (0.9, False, 0.0)},
+    "nesterov-decay": {"lr": 0.1, "args": (0.9, True, 0.01)},
+    "adam": {"lr": 0.01, "args": (0.9, 0.999, 1e-8, 0.0)},
+    "adam-decay": {"lr": 0.01, "args": (0.9, 0.99, 1e-6, 0.1)},
+}
+
+
+def update_case(name):
+    rng = np.random.default_rng(5)
+    which = "adam" if name.startswith("adam") else "sgd"
+    return (
+        which,
+        UPDATES[name],
+        rng.normal(size=(4, 3)),
+        [rng.normal(size=(4, 3)) for _ in range(4)],
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", UPDATES)
+def test_optimizer_updates_match_the_reference(backend, name, dtype):
+    which, settings, w, grads = update_case(name)
+    got = run_updates(backend.kernels, backend, dtype, which, settings, w, grads)
+    reference = sgd_reference if which == "sgd" else adam_reference
+    want = reference(w, grads, settings["lr"], *settings["args"])
+    np.testing.assert_allclose(got, want, rtol=50 * RTOL[dtype], atol=50 * RTOL[dtype])
+
+
+# -- fast paths against the defaults -------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_fast_activation_equals_the_default(backend, name, dtype):
+    fast = fast_or_skip(backend)
+    z, b, g = inputs(seed=2, rows=33, cols=17)
+    pairs = [
+        k.activation(name, backend.dtype(dtype), negative_slope=SLOPE)
+        for k in (fast, default_kernels(backend))
+    ]
+    for bias in (None, b):
+        outs = []
+        for forward, backward in pairs:
+            y, saved = forward(
+                on(backend, z, dtype), None if bias is None else on(backend, b, dtype)
+            )
+            outs.append((pn.to_numpy(y), pn.to_numpy(backward(on(backend, g, dtype), saved))))
+        for got, want in zip(*outs):
+            np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_gradients_equal_the_default(backend, dtype):
+    fast = fast_or_skip(backend)
+    default = default_kernels(backend)
+    z, _, g = inputs(seed=3, rows=64, cols=10)
+    target = on(backend, np.eye(10)[np.arange(64) % 10], dtype)
+    got, want = fast.bias_grad(on(backend, g, dtype)), default.bias_grad(on(backend, g, dtype))
+    close(got, pn.to_numpy(want), dtype, scale=10.0)
+    (v1, g1), (v2, g2) = (
+        k.softmax_cross_entropy(on(backend, z, dtype), target) for k in (fast, default)
+    )
+    close(v1, float(pn.to_numpy(v2)), dtype)
+    close(g1, pn.to_numpy(g2), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", UPDATES)
+def test_fast_optimizer_updates_equal_the_default(backend, name, dtype):
+    fast = fast_or_skip(backend)
+    which, settings, w, grads = update_case(name)
+    got = run_updates(fast, backend, dtype, which, settings, w, grads)
+    want = run_updates(default_kernels(backend), backend, dtype, which, settings, w, grads)
+    np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+# -- the kernels inside a model ------------------------------------------------------------
+def test_activations_after_a_dense_run_inside_it(backend):
+    net = pn.Sequential(
+        pn.Dense(3, 4), pn.ReLU(), pn.Tanh(), pn.Dense(4, 2), pn.Sigmoid(), backend=backend
+    )
+    dense1, relu, tanh, dense2, sigmoid = net.layers
+    assert dense1.activation is relu and dense2.activation is sigmoid
+    assert net._layers == [dense1, tanh, dense2]
+
+
+def test_a_stack_of_activations_trains_like_the_reference(backend):
+    """Dense, ReLU, Tanh, Dense: the ReLU runs inside the Dense, the Tanh on its own, on the
+    ReLU's output (which the fused layer keeps for its backward pass)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(8, 3)), rng.normal(size=(8, 2))
+    net = pn.Sequential(
+        pn.Dense(3, 5), pn.ReLU(), pn.Tanh(), pn.Dense(5, 2),
+        backend=backend, dtype="float64", seed=1,
+    )  # fmt: skip
+    W1, b1, W2, b2 = net.get_weights()
+    net.fit(X, y, optimizer=pn.SGD(0.1), epochs=1, verbose=0)
+    h = np.tanh(np.maximum(X @ W1 + b1, 0))
+    d_out = 2 * (h @ W2 + b2 - y) / y.size
+    d_z = (d_out @ W2.T) * (1 - h**2) * (X @ W1 + b1 > 0)
+    want = [
+        W1 - 0.1 * X.T @ d_z,
+        b1 - 0.1 * d_z.sum(0),
+        W2 - 0.1 * h.T @ d_out,
+        b2 - 0.1 * d_out.sum(0),
+    ]
+    for got, w in zip(net.get_weights(), want):
+        np.testing.assert_allclose(got, w, rtol=1e-12, atol=1e-14)
