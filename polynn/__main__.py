@@ -58,7 +58,7 @@ def info_lines() -> list[str]:
         except Exception as exc:  # a broken install should not hide the other backends
             status = f"not usable: {type(exc).__name__}: {exc}"
         else:
-            status = f"usable (device {backend.device})"
+            status = f"usable (device {backend.device}; kernels: {backend.kernels.name})"
         lines.append(f"  {name:<{width}}{status}")
     gpus, source = visible_gpus()
     lines += ["", f"GPUs ({source}):" if gpus else "GPUs:"]

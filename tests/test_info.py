@@ -47,6 +47,7 @@ def test_info_lists_versions_backends_and_gpus():
             assert str(exc) in status  # the reason, not only the verdict
         else:
             assert status.startswith("usable"), status
+            assert f"kernels: {pn.backends.get(name).kernels.name}" in status
     assert "auto" not in fields
     assert "numpy" in fields and fields["numpy"].startswith("usable")
     gpus = lines.index(next(line for line in lines if line.startswith("GPUs")))

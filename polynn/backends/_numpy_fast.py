@@ -46,7 +46,7 @@ class NumpyKernels(Kernels):
     Python frame less per Dense layer and step than ``xp.sum(grad, axis=0)`` through the
     seam (1.3 k fewer instructions per XOR step, ``benchmarks/instructions.py``)."""
 
-    name = "numpy"
+    name = "array API, NumPy bias sum"
     bias_grad = staticmethod(_bias_grad)
 
 
