@@ -17,9 +17,10 @@ the median over repeats after warm-up. Columns:
 * a TF32 pair: ``polynn-cupy`` with ``matmul_precision="high"`` against ``torch-cuda`` with
   TF32 allowed (and the fused loop with TF32).
 
-Peak memory is the largest amount of device memory a training epoch holds beyond what was
-allocated before it (data, parameters and optimizer state excluded): CuPy's pool allocations
-through a memory hook, PyTorch's ``max_memory_allocated``.
+Peak memory is the largest amount of device memory one training step (a ``fit`` of one
+batch, input checks included) holds beyond what was allocated before it (data, parameters and
+optimizer state excluded): CuPy's pool allocations through a memory hook, PyTorch's
+``max_memory_allocated``.
 
 Accuracy: float32 training amplifies rounding, so NumPy and CuPy do not agree to 1e-4 after
 100 steps; each float32 backend is compared with a float64 run of the same steps instead
@@ -220,9 +221,10 @@ def cupy_rows(pn: Any, cupy: Any, gpu: Any, p: dict[str, Any]) -> list[dict[str,
         for precision in ("highest", "high"):
             row = {"batch": batch, "impl": "polynn-cupy", "tf32": precision == "high"}
             try:
-                epoch = fit_epoch(pn, make_net(pn, gpu, precision=precision), X, y, batch)
+                net = make_net(pn, gpu, precision=precision)
+                epoch = fit_epoch(pn, net, X, y, batch)
                 row.update(timed(epoch, sync, steps, p["repeats"], p["warmup"]))
-                row["peak_bytes"] = peak.measure(epoch)
+                row["peak_bytes"] = peak.measure(fit_epoch(pn, net, X[:batch], y[:batch], batch))
             except Exception as exc:
                 traceback.print_exc()
                 row["error"] = f"{type(exc).__name__}: {exc}"
@@ -234,7 +236,8 @@ def cupy_rows(pn: Any, cupy: Any, gpu: Any, p: dict[str, Any]) -> list[dict[str,
                 with cupy_tf32(cupy, precision == "high"):
                     epoch = fused_loop(cupy, X, Y, weights, batch)
                     row.update(timed(epoch, sync, steps, p["repeats"], p["warmup"]))
-                    row["peak_bytes"] = peak.measure(epoch)
+                    one_step = fused_loop(cupy, X[:batch], Y[:batch], weights, batch)
+                    row["peak_bytes"] = peak.measure(one_step)
             except Exception as exc:
                 traceback.print_exc()
                 row["error"] = f"{type(exc).__name__}: {exc}"
@@ -272,14 +275,13 @@ def torch_worker(spec: dict[str, Any]) -> dict[str, Any]:
                 if i < len(SIZES) - 2:
                     layers.append(torch.nn.ReLU())
             model = torch.nn.Sequential(*layers).to(device)
-            epoch = torch_epoch(torch, model, X, y, batch)
+            epochs = [torch_epoch(torch, model, X[:n], y[:n], batch) for n in (len(X), batch)]
             torch.set_float32_matmul_precision("high" if tf32 else "highest")
-            rows.append(measure_torch(torch, "torch-cuda", batch, tf32, epoch, sync, spec, steps))
+            rows.append(measure_torch(torch, "torch-cuda", batch, tf32, epochs, sync, spec, steps))
         torch.set_float32_matmul_precision("highest")
         net = make_net(pn, pn.backends.get("torch", device))
-        polynn_epoch = fit_epoch(pn, net, X, y, batch)
-        rows.append(measure_torch(torch, "polynn-torch", batch, False, polynn_epoch, sync,
-                                  spec, steps))  # fmt: skip
+        epochs = [fit_epoch(pn, net, X[:n], y[:n], batch) for n in (len(X), batch)]
+        rows.append(measure_torch(torch, "polynn-torch", batch, False, epochs, sync, spec, steps))
         del X, y
         torch.cuda.empty_cache()
     return {"version": torch.__version__, "cuda": torch.version.cuda, "rows": rows}
@@ -309,19 +311,20 @@ def measure_torch(
     impl: str,
     batch: int,
     tf32: bool,
-    epoch: Callable[[], Any],
+    epochs: list[Callable[[], Any]],
     sync: Callable[[], None],
     spec: dict[str, Any],
     steps: int,
 ) -> dict[str, Any]:
-    """Time ``epoch`` and measure its peak memory beyond what was allocated before it."""
+    """Time the first of ``epochs`` (``steps`` steps); measure the peak memory of the second
+    (one step) beyond what was allocated before it."""
     row: dict[str, Any] = {"batch": batch, "impl": impl, "tf32": tf32}
     try:
-        row.update(timed(epoch, sync, steps, spec["repeats"], spec["warmup"]))
+        row.update(timed(epochs[0], sync, steps, spec["repeats"], spec["warmup"]))
         sync()
         before = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        epoch()
+        epochs[1]()
         sync()
         row["peak_bytes"] = torch.cuda.max_memory_allocated() - before
     except Exception as exc:
@@ -414,7 +417,7 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
     for batch in BATCHES:
         cells = [cell(got.get((batch, *c)), "s_per_step") for c in COLUMNS]
         out.append(fmt_row([str(batch), *cells]))
-    out += ["", "Peak memory of a training epoch beyond what was allocated before it, MiB:", "",
+    out += ["", "Peak memory of one step beyond what was allocated before it, MiB:", "",
             fmt_row(["batch", *title]), fmt_row(["---:"] * (len(COLUMNS) + 1))]  # fmt: skip
     for batch in BATCHES:
         cells = [cell(got.get((batch, *c)), "peak_bytes") for c in COLUMNS]
@@ -507,7 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", type=int, default=0, help="CUDA device number")
     parser.add_argument("--out", default=str(HERE / "RESULTS-gpu.md"), help="results markdown")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch columns")
-    parser.add_argument("--torch-timeout", type=float, default=240.0, help="seconds")
+    parser.add_argument(
+        "--budget", type=float, default=600.0, help="seconds for the whole run: the PyTorch "
+        "subprocess gets what is left of it (at least 30 s)"
+    )  # fmt: skip
     parser.add_argument("--torch-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -546,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
         torch_info: dict[str, Any] = {"skipped": "--no-torch"}
     else:
         spec = {**p, "device": args.device, "steps": {str(b): s for b, s in p["steps"].items()}}
-        torch_info = run_torch(spec, args.torch_timeout)
+        left = args.budget - (time.perf_counter() - t0) - 10
+        torch_info = run_torch(spec, max(left, 30.0))
     rows += torch_info.get("rows", [])
     if "rows" not in torch_info:
         print(f"gpu_bench: torch columns: {torch_info}", flush=True)

@@ -18,9 +18,9 @@
 # OUT_DIR (or GPU_CHECK_OUT): where to copy the logs, the results markdown and the summary.
 # Environment (all optional):
 #     PYTHON                   the interpreter (default: python3)
-#     GPU_CHECK_TEST_TIMEOUT   seconds for the test suite (default: 200)
-#     GPU_CHECK_JAX_TIMEOUT    seconds for the JAX tests (default: 90)
-#     GPU_CHECK_BENCH_TIMEOUT  seconds for the benchmark (default: 180)
+#     GPU_CHECK_TEST_TIMEOUT   seconds for the test suite (default: 170)
+#     GPU_CHECK_JAX_TIMEOUT    seconds for the JAX tests (default: 60)
+#     GPU_CHECK_BENCH_TIMEOUT  seconds for the benchmark (default: 170)
 #     GPU_CHECK_BENCH_ARGS     extra arguments for gpu_bench.py, e.g. "--quick"
 #     GPU_CHECK_PYTEST_ARGS    extra arguments for pytest, e.g. "-x"
 #     GPU_CHECK_INSTALL_ONLY=1 only install the wheels and check the imports (works without a
@@ -31,9 +31,9 @@ PYTHON="${PYTHON:-python3}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
 OUT="${1:-${GPU_CHECK_OUT:-}}"
-TEST_TIMEOUT="${GPU_CHECK_TEST_TIMEOUT:-200}"
-JAX_TIMEOUT="${GPU_CHECK_JAX_TIMEOUT:-90}"
-BENCH_TIMEOUT="${GPU_CHECK_BENCH_TIMEOUT:-180}"
+TEST_TIMEOUT="${GPU_CHECK_TEST_TIMEOUT:-170}"
+JAX_TIMEOUT="${GPU_CHECK_JAX_TIMEOUT:-60}"
+BENCH_TIMEOUT="${GPU_CHECK_BENCH_TIMEOUT:-170}"
 BENCH_ARGS="${GPU_CHECK_BENCH_ARGS:-}"
 PYTEST_ARGS="${GPU_CHECK_PYTEST_ARGS:-}"
 export PYTHONDONTWRITEBYTECODE=1
@@ -49,13 +49,21 @@ say() { echo "gpu_check: $*"; }
 section() { printf '\n==================== %s ====================\n' "$*"; }
 
 # Copy the logs to OUT (when given); called on every exit path.
+LOGS_SAVED=0
 save_logs() {
-    [ -n "$OUT" ] || return 0
-    if mkdir -p "$OUT" 2>/dev/null && cp -f "$LOGS"/* "$OUT"/ 2>/dev/null; then
+    if [ -z "$OUT" ]; then
+        say "logs kept in $LOGS (pass OUT_DIR to copy them elsewhere)"
+    elif mkdir -p "$OUT" 2>/dev/null && cp -f "$LOGS"/* "$OUT"/ 2>/dev/null; then
         say "logs and results copied to $OUT"
+        LOGS_SAVED=1
     else
         say "could not copy the logs to $OUT (they stay in $LOGS)"
     fi
+}
+
+# Remove the temporary directory, except the logs when they were not copied anywhere.
+clean_up() {
+    if [ "$LOGS_SAVED" = 1 ]; then rm -rf "$WORK"; else rm -rf "$SITE"; fi
 }
 
 # Run "$@" under a time limit when coreutils' timeout is there.
@@ -187,6 +195,9 @@ if [ "$JAX_GPU" = gpu ]; then
         tests/test_backends.py tests/test_kernels.py tests/test_precision.py 2>&1 | tee "$LOGS/jax.log"
     JAX_RC=${PIPESTATUS[0]}
     JAX_LINE="$(grep -E '[0-9]+ (passed|failed)' "$LOGS/jax.log" | tail -1 | sed -E 's/^=+ //; s/ =+$//')"
+    case "$JAX_RC" in
+        124 | 137) JAX_LINE="TIMED OUT after ${JAX_TIMEOUT}s (last: ${JAX_LINE:-nothing})" ;;
+    esac
 else
     JAX_RC=0
     JAX_LINE="skipped: JAX's default device here is ${JAX_GPU:-unknown (JAX not importable)}, not a GPU"
@@ -196,7 +207,7 @@ fi
 # ---------------------------------------------------------------- (f) the benchmark
 section "benchmark (limit ${BENCH_TIMEOUT}s)"
 # shellcheck disable=SC2086  # BENCH_ARGS is split on purpose
-limited "$BENCH_TIMEOUT" "$PYTHON" benchmarks/gpu_bench.py --torch-timeout $((BENCH_TIMEOUT / 2)) \
+limited "$BENCH_TIMEOUT" "$PYTHON" benchmarks/gpu_bench.py --budget $((BENCH_TIMEOUT - 20)) \
     --out "$LOGS/RESULTS-gpu.md" $BENCH_ARGS 2>&1 | tee "$LOGS/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 if [ -f "$LOGS/RESULTS-gpu.md" ]; then
@@ -225,5 +236,5 @@ status() { [ "$1" = 0 ] && echo ok || echo "FAILED (exit $1)"; }
 save_logs
 echo
 cat "$SUMMARY"
-rm -rf "$WORK"
+clean_up
 [ "$TESTS_RC" = 0 ] && [ "$JAX_RC" = 0 ] && [ "$BENCH_RC" = 0 ] && [ "$IMPORTS_RC" = 0 ]
