@@ -33,7 +33,7 @@ Forward = Callable[[Any, Any], tuple[Any, Any]]
 Backward = Callable[[Any, Any], Any]
 
 #: The elementwise activations every ``Kernels`` computes.
-ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu", "leaky_relu")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu")
 
 
 class Kernels:
@@ -65,8 +65,6 @@ class Kernels:
 
         # Each forward adds the bias itself (no helper call: on a tiny network a Python call
         # per layer and step is measurable).
-        if name == "identity":
-            return (lambda z, b: (z if b is None else z + b, None)), (lambda grad, saved: grad)
 
         if name == "sigmoid":  # (tanh(z / 2) + 1) / 2 never overflows, unlike 1 / (1 + e^-z)
 

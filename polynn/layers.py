@@ -103,7 +103,6 @@ class Dense(Layer):
         b = backend.from_numpy(rng.zeros(self.out_features), dtype)
         self.W, self.b = Parameter(W, "W"), Parameter(b, "b")
         self.params = (self.W, self.b)
-        self._act, self._act_grad = backend.kernels.activation("identity", dtype)
         self._bias_grad = backend.kernels.bias_grad
 
     def fuse(self, activation: Activation) -> None:
@@ -114,11 +113,14 @@ class Dense(Layer):
 
     def forward(self, x: Any) -> Any:
         self._x = x
+        if self.activation is None:
+            return x @ self.W.value + self.b.value
         y, self._saved = self._act(x @ self.W.value, self.b.value)
         return y
 
     def backward(self, grad: Any) -> Any:
-        grad = self._act_grad(grad, self._saved)
+        if self.activation is not None:
+            grad = self._act_grad(grad, self._saved)
         self.W.grad = self._x.T @ grad
         self.b.grad = self._bias_grad(grad)
         if self.need_input_grad:

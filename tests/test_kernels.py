@@ -17,8 +17,6 @@ SLOPE = 0.1
 
 def reference_activation(name, v):
     """``(f(v), f'(v))`` in NumPy float64."""
-    if name == "identity":
-        return v, np.ones_like(v)
     if name == "sigmoid":
         s = 1.0 / (1.0 + np.exp(-v))
         return s, s * (1.0 - s)
