@@ -53,10 +53,17 @@ class Layer:
     #: Set once a model has built the layer: a layer belongs to one model.
     built = False
 
-    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
-        """Create the parameters on ``backend`` (``init`` is a hint for weights)."""
+    def build(
+        self, backend: Backend, dtype: Any, rng: HostRNG, init: str, *, compute_dtype: Any = None
+    ) -> None:
+        """Create the parameters on ``backend`` in ``dtype`` (``init`` is a hint for weights).
+
+        ``compute_dtype`` is the half type of a mixed-precision model (see
+        ``polynn.precision``): what the layer's inputs and outputs hold; None means ``dtype``.
+        """
         self.xp = backend.xp
         self.dtype, self.device = dtype, backend.device
+        self.compute_dtype = dtype if compute_dtype is None else compute_dtype
         self.built = True
 
     def forward(self, x: Any) -> Any:
@@ -96,14 +103,19 @@ class Dense(Layer):
         #: The activation fused into this layer, if any.
         self.activation: Activation | None = None
 
-    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
-        super().build(backend, dtype, rng, init)
+    def build(
+        self, backend: Backend, dtype: Any, rng: HostRNG, init: str, *, compute_dtype: Any = None
+    ) -> None:
+        super().build(backend, dtype, rng, init, compute_dtype=compute_dtype)
         draw = getattr(rng, self.init_name or init)
         W = backend.from_numpy(draw(self.in_features, self.out_features), dtype)
         b = backend.from_numpy(rng.zeros(self.out_features), dtype)
         self.W, self.b = Parameter(W, "W"), Parameter(b, "b")
         self.params = (self.W, self.b)
         self._bias_grad = backend.kernels.bias_grad
+        #: The half type of a mixed-precision model: NumPy computes bfloat16 matrix products
+        #: in float32, so they are cast back to it.
+        self._half = None if self.compute_dtype == dtype else self.compute_dtype
 
     def fuse(self, activation: Activation) -> None:
         """Apply ``activation`` (built on the same backend) to this layer's output from now
@@ -113,9 +125,12 @@ class Dense(Layer):
 
     def forward(self, x: Any) -> Any:
         self._x = x
+        z = x @ self.W.value
+        if self._half is not None:
+            z = self.xp.astype(z, self._half, copy=False)
         if self.activation is None:
-            return x @ self.W.value + self.b.value
-        y, self._saved = self._act(x @ self.W.value, self.b.value)
+            return z + self.b.value
+        y, self._saved = self._act(z, self.b.value)
         return y
 
     def backward(self, grad: Any) -> Any:
@@ -123,9 +138,10 @@ class Dense(Layer):
             grad = self._act_grad(grad, self._saved)
         self.W.grad = self._x.T @ grad
         self.b.grad = self._bias_grad(grad)
-        if self.need_input_grad:
-            return grad @ self.W.value.T
-        return None
+        if not self.need_input_grad:
+            return None
+        grad = grad @ self.W.value.T
+        return grad if self._half is None else self.xp.astype(grad, self._half, copy=False)
 
     def get_config(self) -> dict[str, Any]:
         config = {"in_features": self.in_features, "out_features": self.out_features}
@@ -153,10 +169,12 @@ class Activation(Layer):
 
     kind: ClassVar[str]
 
-    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
-        super().build(backend, dtype, rng, init)
-        #: ``(forward, backward)`` from the backend's kernels.
-        self.kernel = backend.kernels.activation(self.kind, dtype, **self.get_config())
+    def build(
+        self, backend: Backend, dtype: Any, rng: HostRNG, init: str, *, compute_dtype: Any = None
+    ) -> None:
+        super().build(backend, dtype, rng, init, compute_dtype=compute_dtype)
+        #: ``(forward, backward)`` from the backend's kernels, in the compute dtype.
+        self.kernel = backend.kernels.activation(self.kind, self.compute_dtype, **self.get_config())
 
     def forward(self, x: Any) -> Any:
         y, self._saved = self.kernel[0](x, None)
@@ -199,7 +217,8 @@ class LeakyReLU(Activation):
 
 
 class Softmax(Layer):
-    """``y = exp(x) / sum(exp(x))`` along each row.
+    """``y = exp(x) / sum(exp(x))`` along each row, computed in the parameters' dtype (float32
+    in a mixed-precision model).
 
     Before ``loss="cross_entropy"`` a final Softmax is fused into the loss (which takes
     logits), so it is never applied twice.
@@ -207,13 +226,16 @@ class Softmax(Layer):
 
     def forward(self, x: Any) -> Any:
         xp = self.xp
+        x = xp.astype(x, self.dtype, copy=False)  # a mixed-precision model's half type
         e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
         self._y = y = e / xp.sum(e, axis=1, keepdims=True)
-        return y
+        return xp.astype(y, self.compute_dtype, copy=False)
 
     def backward(self, grad: Any) -> Any:
-        y = self._y
-        return y * (grad - self.xp.sum(grad * y, axis=1, keepdims=True))
+        xp, y = self.xp, self._y
+        grad = xp.astype(grad, self.dtype, copy=False)
+        grad = y * (grad - xp.sum(grad * y, axis=1, keepdims=True))
+        return xp.astype(grad, self.compute_dtype, copy=False)
 
 
 def fuse(layers: Sequence[Layer]) -> list[Layer]:

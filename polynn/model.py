@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Sequence
@@ -9,13 +10,14 @@ from typing import Any
 
 from polynn import files
 from polynn._checks import integer, number
-from polynn.backends import MATMUL_PRECISIONS, Backend, dtype_name, get
+from polynn.backends import MATMUL_PRECISIONS, POLICIES, Backend, dtype_name, get
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.layers import Layer, Parameter, check_stack, fuse
 from polynn.losses import Loss, get_loss
 from polynn.optimizers import Optimizer, get_optimizer
+from polynn.precision import LossScale, half_weights
 from polynn.training import (
     ArrayBatches,
     check_callbacks,
@@ -67,7 +69,11 @@ class Sequential:
         self.layers = list(layers)
         self.backend = get(backend, device)
         self.dtype_name = dtype_name(dtype)
+        #: The parameters' dtype (float32 under a mixed-precision policy) ...
         self.dtype = self.backend.dtype(self.dtype_name)
+        #: ... and the dtype the layers compute in (the policy's half type).
+        self.compute_dtype = self.backend.compute_dtype(self.dtype_name)
+        self.mixed = self.dtype_name in POLICIES
         self.seed = seed
         self.matmul_precision = matmul_precision
         self.in_features = dense[0].in_features
@@ -77,11 +83,14 @@ class Sequential:
             for i, layer in enumerate(layers):
                 following = layers[i + 1] if i + 1 < len(layers) else None
                 init = following.init if following is not None else Layer.init
-                layer.build(self.backend, self.dtype, self._rng, init)
+                half = {"compute_dtype": self.compute_dtype} if self.mixed else {}
+                layer.build(self.backend, self.dtype, self._rng, init, **half)
         if dense[0] is layers[0]:
             dense[0].need_input_grad = False
         self._layers = fuse(layers)  # the layers that run: activations fused into Dense
         self.params: list[Parameter] = [p for layer in layers for p in layer.params]
+        #: float16's dynamic loss scaling (``polynn.precision``); it lasts across ``fit`` calls.
+        self.loss_scale = LossScale() if self.dtype_name == "mixed_float16" else None
         self.loss: Loss | None = None
         self.optimizer: Optimizer | None = None
         self.stop_training = False
@@ -106,7 +115,22 @@ class Sequential:
                 f"X has shape {tuple(X.shape)}, but the first Dense layer expects "
                 f"{self.in_features} features per row: shape (rows, {self.in_features}){hint}."
             )
+        if self.mixed:
+            xp = self.backend.xp
+            X = xp.astype(X, self.compute_dtype)
+            if not bool(xp.all(xp.isfinite(X))):
+                raise PolynnValueError(
+                    f"X holds values beyond the range of {POLICIES[self.dtype_name]} (the "
+                    f"compute type of dtype={self.dtype_name!r}): scale the data."
+                )
         return X
+
+    def _half_weights(self) -> contextlib.AbstractContextManager:
+        """Under a mixed-precision policy, the layers compute with half-precision copies of
+        the parameters inside this block (``polynn.precision.half_weights``)."""
+        if not self.mixed:
+            return contextlib.nullcontext()
+        return half_weights(self.params, self.compute_dtype, self.backend.xp)
 
     def _data(self, X: Any, y: Any, loss: Loss) -> tuple[Any, Any]:
         X = self._inputs(X)
@@ -119,8 +143,9 @@ class Sequential:
 
     # -- explicit passes --------------------------------------------------------------------
     def forward(self, X: Any) -> Any:
-        """Run every layer on ``X`` (checked and moved to the backend); keep what backward needs."""
-        with self.backend.context(self.matmul_precision):
+        """Run every layer on ``X`` (checked and moved to the backend); keep what backward needs.
+        The output is in the compute dtype (a mixed-precision model's half type)."""
+        with self.backend.context(self.matmul_precision), self._half_weights():
             out = run(self._layers, self._inputs(X))
             self._last_output_shape = tuple(out.shape)
             return out
@@ -136,18 +161,22 @@ class Sequential:
                 f"like the last forward's output {self._last_output_shape}; got "
                 f"{type(grad).__name__} of shape {tuple(getattr(grad, 'shape', ()))}."
             )
-        with self.backend.context(self.matmul_precision):
+        with self.backend.context(self.matmul_precision), self._half_weights():
+            grad = self.backend.xp.astype(grad, self.compute_dtype, copy=False)
             for layer in reversed(self._layers):
                 grad = layer.backward(grad)
 
     def predict(self, X: Any, batch_size: int | None = None) -> Any:
-        """The network's output for ``X``, an array of the backend on its device."""
+        """The network's output for ``X``, an array of the backend on its device, in the
+        parameters' dtype (float32 also under a mixed-precision policy)."""
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
-        with self.backend.context(self.matmul_precision):
+        xp = self.backend.xp
+        with self.backend.context(self.matmul_precision), self._half_weights():
             X = self._inputs(X)
             chunks = [run(self._layers, X[s:e, ...]) for s, e in spans(X.shape[0], batch_size)]
-            return chunks[0] if len(chunks) == 1 else self.backend.xp.concat(chunks, axis=0)
+            out = chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=0)
+            return xp.astype(out, self.dtype, copy=False)
 
     # -- training ---------------------------------------------------------------------------
     def fit(
@@ -235,7 +264,7 @@ class Sequential:
             batch_size = integer(batch_size, "batch_size", 1)
         loss = get_loss(loss if loss is not None else (self.loss or "mse"), self.backend)
         metric_fns = metrics_for(metrics, loss, self.n_outputs)
-        with self.backend.context(self.matmul_precision):
+        with self.backend.context(self.matmul_precision), self._half_weights():
             X, y = self._data(X, y, loss)
             return score(
                 layers_for(self._layers, loss), X, y, loss, metric_fns, batch_size, self.backend

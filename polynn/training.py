@@ -3,7 +3,7 @@
 - ``ArrayBatches``: where the batches come from (arrays on the device, reordered each epoch
   from the model's host RNG when shuffling).
 - ``make_step``: the training step, forward, loss, backward and update of one batch, in one
-  function.
+  function (``make_mixed_step``: the same under a mixed-precision policy).
 - ``Summary``: what a pass reduces and reports (the loss as a mean over rows, each metric's
   correct rows), read back from the device once per pass.
 - ``train``: epochs, the divergence check, validation, callbacks and progress; ``score``: a
@@ -29,6 +29,7 @@ from polynn.layers import Identity, Layer, Softmax
 from polynn.losses import BinaryCrossEntropy, CrossEntropy, Loss
 from polynn.metrics import get_metrics
 from polynn.optimizers import Optimizer
+from polynn.precision import LossScale, half_weights
 from polynn.progress import Progress
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ __all__ = [
     "Summary",
     "check_callbacks",
     "layers_for",
+    "make_mixed_step",
     "make_step",
     "metrics_for",
     "run",
@@ -162,6 +164,42 @@ def metrics_for(metrics: Sequence[str] | None, loss: Loss, n_outputs: int) -> Me
     return get_metrics(metrics, binary=binary)
 
 
+def make_mixed_step(
+    layers: Sequence[Layer],
+    loss: Loss,
+    optimizer: Optimizer,
+    model: Sequential,
+) -> Step:
+    """The training step of a mixed-precision model: as ``make_step``, with the layers
+    computing on half-precision copies of the parameters, the loss and its gradient in
+    float32, and, with float16, the loss gradient scaled up for the backward pass and the
+    parameter gradients scaled back down; a step whose gradients overflowed is skipped
+    (``polynn.precision``)."""
+    forwards = [layer.forward for layer in layers]
+    backwards = [layer.backward for layer in reversed(layers)]
+    value_and_grad, update = loss.value_and_grad, optimizer.step
+    xp, params, half, full = model.backend.xp, model.params, model.compute_dtype, model.dtype
+    scaler = model.loss_scale
+
+    def step(x: Any, y: Any) -> tuple[Any, Any]:
+        with half_weights(params, half, xp):
+            out = x
+            for forward in forwards:
+                out = forward(out)
+            out = xp.astype(out, full)
+            value, grad = value_and_grad(out, y)
+            if scaler is not None:
+                grad = grad * scaler.scale
+            grad = xp.astype(grad, half)
+            for backward in backwards:
+                grad = backward(grad)
+        if scaler is None or scaler.unscale(params, xp):
+            update()
+        return value, out
+
+    return step
+
+
 class Summary:
     """The per-batch losses and metric counts of one pass, reduced to the pass's logs."""
 
@@ -202,8 +240,8 @@ def score(
     counts: dict[str, list[Any]] = {name: [] for name in metrics}
     batch_spans = spans(X.shape[0], batch_size)
     for start, stop in batch_spans:
-        out = run(layers, X[start:stop, ...])
         yb = y[start:stop, ...]
+        out = xp.astype(run(layers, X[start:stop, ...]), yb.dtype, copy=False)  # from half
         values.append(loss.value(out, yb))
         for name, fn in metrics.items():
             counts[name].append(fn(out, yb, xp))
@@ -219,6 +257,7 @@ def epochs_of(
     epochs: int,
     optimizer: Optimizer,
     tick: Callable[[], None] | None,
+    scaler: LossScale | None = None,
 ) -> Iterator[dict[str, float]]:
     """Train epoch after epoch, yielding each one's logs (loss and metrics); a loss that
     turns inf or NaN raises ``TrainingDivergedError``."""
@@ -248,6 +287,9 @@ def epochs_of(
                 f"{len(batches)}: the loss is {batch_losses[bad]}. Try a lower learning rate "
                 f"(this optimizer has lr={optimizer.lr:g}), or scale the inputs."
             )
+        if scaler is not None:
+            logs["loss_scale"] = scaler.scale
+            logs["skipped_steps"] = float(scaler.take_skipped())
         yield logs
 
 
@@ -288,14 +330,18 @@ def train(
     model.stop_training = False
     progress = Progress(epochs, len(batches), enabled=verbose)
     tick = progress.batch_done if progress.per_batch else None
-    step = make_step(layers, loss, optimizer)
+    if model.mixed:
+        step = make_mixed_step(layers, loss, optimizer, model)
+    else:
+        step = make_step(layers, loss, optimizer)
     logs: dict[str, float] = {}
     try:
         for epoch, logs in enumerate(
-            epochs_of(batches, step, metrics, backend, epochs, optimizer, tick)
+            epochs_of(batches, step, metrics, backend, epochs, optimizer, tick, model.loss_scale)
         ):
             if validation is not None:
-                scores = score(layers, *validation, loss, metrics, None, backend)
+                with model._half_weights():
+                    scores = score(layers, *validation, loss, metrics, None, backend)
                 logs.update({f"val_{k}": v for k, v in scores.items()})
             if progress.enabled:
                 progress.end_epoch(logs)

@@ -14,7 +14,7 @@ import logging
 import os
 from typing import Any
 
-from polynn.backends._core import DTYPES, MATMUL_PRECISIONS, Backend, dtype_name
+from polynn.backends._core import DTYPES, MATMUL_PRECISIONS, POLICIES, Backend, dtype_name
 from polynn.backends._libraries import LIBRARIES, NamespaceBackend, registered_name
 from polynn.backends.host import to_numpy
 from polynn.errors import BackendUnavailableError, PolynnTypeError, PolynnValueError
@@ -23,6 +23,7 @@ __all__ = [
     "Backend",
     "DTYPES",
     "MATMUL_PRECISIONS",
+    "POLICIES",
     "available",
     "dtype_name",
     "get",

@@ -14,6 +14,14 @@ from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.kernels import Kernels
 
 DTYPES = ("float32", "float64")
+#: Mixed-precision policies (Keras's names): parameters, optimizer state and the loss stay in
+#: float32, matrix products and activations run in the half type named here.
+POLICIES = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
+#: Which backends have each half type, for the error on one that has not.
+HALF_BACKENDS = {
+    "float16": "numpy, cupy, torch, jax",
+    "bfloat16": "numpy (with ml-dtypes installed), cupy (with ml-dtypes), torch, jax",
+}
 #: ``"highest"``: float32 matrix products in full float32. ``"high"``: the library may use
 #: TF32 tensor cores on CUDA (about 10 mantissa bits in the products, float32 sums).
 MATMUL_PRECISIONS = ("highest", "high")
@@ -79,8 +87,28 @@ class Backend:
         return array_api_compat.device(x)
 
     def dtype(self, name: Any) -> Any:
-        """The namespace's floating dtype for ``name`` ("float32" or "float64")."""
-        return getattr(self.xp, dtype_name(name))
+        """The namespace's floating dtype of parameters for ``name`` ("float32", "float64", or
+        a mixed-precision policy, whose parameters are float32)."""
+        name = dtype_name(name)
+        return getattr(self.xp, "float32" if name in POLICIES else name)
+
+    def compute_dtype(self, name: Any) -> Any:
+        """The dtype activations are computed in: the half type of a mixed-precision policy,
+        else ``dtype(name)``. A half type this backend lacks is a ``PolynnValueError``."""
+        name = dtype_name(name)
+        if name not in POLICIES:
+            return self.dtype(name)
+        half = self._half(POLICIES[name])
+        if half is None:
+            raise PolynnValueError(
+                f"dtype={name!r} computes in {POLICIES[name]}, which backend {self.name!r} does "
+                f"not have; backends with it: {HALF_BACKENDS[POLICIES[name]]}."
+            )
+        return half
+
+    def _half(self, name: str) -> Any:
+        """The namespace's ``float16`` or ``bfloat16``, or None where it has none."""
+        return getattr(self.xp, name, None)
 
     def from_numpy(self, a: Any, dtype: Any = None) -> Any:
         """Copy host data (a NumPy array or anything ``numpy.asarray`` takes) onto the device.
@@ -165,8 +193,11 @@ def dtype_name(dtype: Any) -> str:
             name = np.dtype(dtype).name
         except TypeError:
             name = str(dtype).rsplit(".", 1)[-1]
-    if name not in DTYPES:
-        raise PolynnValueError(f"unknown dtype {dtype!r}; polynn trains in one of {list(DTYPES)}.")
+    if name not in DTYPES and name not in POLICIES:
+        raise PolynnValueError(
+            f"unknown dtype {dtype!r}; polynn trains in one of {list(DTYPES)}, or with one of "
+            f"the mixed-precision policies {list(POLICIES)}."
+        )
     return name
 
 

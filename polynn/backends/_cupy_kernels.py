@@ -7,7 +7,8 @@ method here replaces one default of ``polynn.kernels.Kernels`` with one kernel l
 the default makes several passes over memory, and computes the same formula in the same
 order: the kernels are compiled with ``--fmad=false`` so that no multiply-add is contracted,
 which keeps them equal to the defaults up to the rounding of the math library's ``tanh``,
-``exp`` and ``log``. ``tests/test_kernels.py`` checks each against the default.
+``exp`` and ``log``. ``tests/test_kernels.py`` checks each against the default. In the half
+types of a mixed-precision model the activations compute in float and round once.
 
 Each kernel is built once per process (``_kernels``); CuPy compiles it once per dtype and
 caches the binary. Nothing here needs more than CuPy.
@@ -24,18 +25,17 @@ from polynn.kernels import Backward, Forward, Kernels
 
 _OPTIONS = ("--fmad=false",)
 
-# Each activation: (forward from v = z + b to y, gradient from y and the incoming g). Leaky
-# ReLU's factor is recomputed from y: y > 0 exactly where z + b > 0, for any slope >= 0.
+# Each activation: (its value from v = z + b, its gradient from the output u and the incoming
+# gradient d), computed in A: T itself for float32 and float64, float for the half types (a
+# mixed-precision model's activations). Leaky ReLU's factor is recomputed from the output:
+# u > 0 exactly where v > 0, for any slope s >= 0.
 _ACTIVATIONS = {
-    "sigmoid": ("y = h * tanh(h * v) + h", "g * (y * (one - y))"),
-    "tanh": ("y = tanh(v)", "g * (one - y * y)"),
-    "relu": ("y = v * (T)(v > zero)", "g * (T)(y > zero)"),
-    "leaky_relu": (
-        "y = v * ((T)(v > zero) * (one - slope) + slope)",
-        "g * ((T)(y > zero) * (one - slope) + slope)",
-    ),
+    "sigmoid": ("h * tanh(h * v) + h", "d * (u * (one - u))"),
+    "tanh": ("tanh(v)", "d * (one - u * u)"),
+    "relu": ("v * (A)(v > zero)", "d * (A)(u > zero)"),
+    "leaky_relu": ("v * ((A)(v > zero) * (one - s) + s)", "d * ((A)(u > zero) * (one - s) + s)"),
 }
-_CONSTANTS = "const T zero = 0, one = 1, h = 0.5;"
+_PRELUDE = "typedef {acc} A; const A zero = 0, one = 1, h = 0.5; A s = (A)slope;"
 
 
 @functools.cache
@@ -46,13 +46,21 @@ def _kernels(cupy: Any) -> dict[str, Any]:
         return cupy.ElementwiseKernel(inputs, outputs, body, f"polynn_{name}", options=_OPTIONS)
 
     made = {}
-    for act, (forward, backward) in _ACTIVATIONS.items():
-        made[f"{act}_forward"] = kernel(
-            "T z, T b, T slope", "T y", f"{_CONSTANTS} T v = z + b; {forward};", f"bias_{act}"
-        )
-        made[f"{act}_backward"] = kernel(
-            "T g, T y, T slope", "T gz", f"{_CONSTANTS} gz = {backward};", f"{act}_grad"
-        )
+    for act, (value, gradient) in _ACTIVATIONS.items():
+        for acc, suffix in (("T", ""), ("float", "_half")):
+            prelude = _PRELUDE.format(acc=acc)
+            made[f"{act}_forward{suffix}"] = kernel(
+                "T z, T b, T slope",
+                "T y",
+                f"{prelude} A v = (A)z + (A)b; y = (T)({value});",
+                f"bias_{act}{suffix}",
+            )
+            made[f"{act}_backward{suffix}"] = kernel(
+                "T g, T y, T slope",
+                "T gz",
+                f"{prelude} A d = (A)g, u = (A)y; gz = (T)({gradient});",
+                f"{act}_grad{suffix}",
+            )
     made["ce_grad"] = kernel(
         "T z, T zmax, T e, T total, T t, T rows",
         "T grad, T term",
@@ -104,8 +112,9 @@ class CupyKernels(Kernels):
     ) -> tuple[Forward, Backward]:
         if name not in _ACTIVATIONS:
             return super().activation(name, dtype, negative_slope=negative_slope)
-        forward_kernel = self._k[f"{name}_forward"]
-        backward_kernel = self._k[f"{name}_backward"]
+        half = "_half" if self._cupy.dtype(dtype).itemsize == 2 else ""
+        forward_kernel = self._k[f"{name}_forward{half}"]
+        backward_kernel = self._k[f"{name}_backward{half}"]
         slope = self.constant(negative_slope, dtype)
         zero = self.constant(0.0, dtype)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,15 @@ def _import(module: str, backend: str, install: str) -> Any:
         ) from None
 
 
+def _ml_dtypes_bfloat16() -> Any:
+    """NumPy's (and CuPy's) bfloat16, from ml-dtypes where it is installed."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return ml_dtypes.bfloat16
+
+
 def _bad_device(backend: str, device: Any, expected: str) -> PolynnValueError:
     return PolynnValueError(f"backend {backend!r} has no device {device!r}; expected {expected}.")
 
@@ -43,6 +53,17 @@ class NumpyBackend(Backend):
 
     def _make_kernels(self) -> Kernels:
         return _numpy_fast.NumpyKernels(self.xp, self.device)
+
+    def _half(self, name: str) -> Any:
+        half = np.float16 if name == "float16" else _ml_dtypes_bfloat16()
+        if half is not None:
+            warnings.warn(
+                f"mixed precision on NumPy computes {name} matrix products without BLAS, many "
+                "times slower than float32: use it to test a model, train it on a GPU.",
+                UserWarning,
+                stacklevel=5,
+            )
+        return half
 
     def context(self, matmul_precision: str = "highest") -> contextlib.AbstractContextManager:
         # A diverging run overflows; fit reports that as TrainingDivergedError, so NumPy's
@@ -102,6 +123,9 @@ class CupyBackend(Backend):
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, self._cupy.ndarray)
+
+    def _half(self, name: str) -> Any:
+        return self._cupy.float16 if name == "float16" else _ml_dtypes_bfloat16()
 
     def _make_kernels(self) -> Kernels:
         from polynn.backends._cupy_kernels import CupyKernels
@@ -182,6 +206,9 @@ class TorchBackend(Backend):
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, self._torch.Tensor)
+
+    def _half(self, name: str) -> Any:
+        return getattr(self._torch, name)
 
     def _from_numpy(self, a: np.ndarray) -> Any:
         return self._torch.from_numpy(a).to(self.device, copy=True)
