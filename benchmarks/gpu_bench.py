@@ -72,10 +72,20 @@ def host_data(rows: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_net(pn: Any, backend: Any, dtype: str = "float32", precision: str = "highest") -> Any:
+    """The benchmark's network; ``dtype`` may be a mixed-precision policy."""
     return pn.Sequential(
         pn.Dense(784, 1024), pn.ReLU(), pn.Dense(1024, 1024), pn.ReLU(), pn.Dense(1024, 10),
         backend=backend, dtype=dtype, seed=SEED, matmul_precision=precision,
     )  # fmt: skip
+
+
+#: How each column computes: polynn's (dtype, matmul_precision) for it.
+MODES = {
+    "fp32": ("float32", "highest"),
+    "tf32": ("float32", "high"),
+    "bf16": ("mixed_bfloat16", "highest"),
+    "fp16": ("mixed_float16", "highest"),
+}
 
 
 def n_params() -> int:
@@ -209,7 +219,7 @@ def cupy_tf32(cupy: Any, on: bool) -> Iterator[None]:
 
 
 def cupy_rows(pn: Any, cupy: Any, gpu: Any, p: dict[str, Any]) -> list[dict[str, Any]]:
-    """polynn-cupy (both precisions) and the fused loop (both), per batch size."""
+    """polynn-cupy in every mode and the fused loop in float32 and TF32, per batch size."""
     rows = []
     peak = PeakMemory(cupy)
     sync = gpu.synchronize
@@ -218,10 +228,10 @@ def cupy_rows(pn: Any, cupy: Any, gpu: Any, p: dict[str, Any]) -> list[dict[str,
         X_host, y_host = host_data(batch * steps)
         X, y = gpu.from_numpy(X_host), gpu.from_numpy(y_host)
         Y = gpu.from_numpy(np.eye(SIZES[-1], dtype=np.float32)[y_host])
-        for precision in ("highest", "high"):
-            row = {"batch": batch, "impl": "polynn-cupy", "tf32": precision == "high"}
+        for mode, (dtype, precision) in MODES.items():
+            row = {"batch": batch, "impl": "polynn-cupy", "mode": mode}
             try:
-                net = make_net(pn, gpu, precision=precision)
+                net = make_net(pn, gpu, dtype, precision)
                 epoch = fit_epoch(pn, net, X, y, batch)
                 row.update(timed(epoch, sync, steps, p["repeats"], p["warmup"]))
                 row["peak_bytes"] = peak.measure(fit_epoch(pn, net, X[:batch], y[:batch], batch))
@@ -230,10 +240,12 @@ def cupy_rows(pn: Any, cupy: Any, gpu: Any, p: dict[str, Any]) -> list[dict[str,
                 row["error"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
             print(f"gpu_bench: {json.dumps(row)}", flush=True)
-            row = {"batch": batch, "impl": "fused-cupy", "tf32": precision == "high"}
+            if mode not in ("fp32", "tf32"):
+                continue
+            row = {"batch": batch, "impl": "fused-cupy", "mode": mode}
             try:
                 weights = [gpu.from_numpy(w) for w in make_net(pn, "numpy").get_weights()]
-                with cupy_tf32(cupy, precision == "high"):
+                with cupy_tf32(cupy, mode == "tf32"):
                     epoch = fused_loop(cupy, X, Y, weights, batch)
                     row.update(timed(epoch, sync, steps, p["repeats"], p["warmup"]))
                     one_step = fused_loop(cupy, X[:batch], Y[:batch], weights, batch)
@@ -250,7 +262,8 @@ def cupy_rows(pn: Any, cupy: Any, gpu: Any, p: dict[str, Any]) -> list[dict[str,
 
 # -- PyTorch, in a subprocess --------------------------------------------------------------------
 def torch_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Runs in a subprocess: PyTorch (TF32 off and on) and polynn's torch backend."""
+    """Runs in a subprocess: PyTorch in every mode (bf16 and fp16 under autocast, fp16 with
+    a ``GradScaler``) and polynn's torch backend in float32."""
     try:
         import torch
     except Exception as exc:  # ImportError, or a broken install
@@ -267,7 +280,7 @@ def torch_worker(spec: dict[str, Any]) -> dict[str, Any]:
         steps = spec["steps"][str(batch)]
         X_host, y_host = host_data(batch * steps)
         X, y = torch.as_tensor(X_host, device=device), torch.as_tensor(y_host, device=device)
-        for tf32 in (False, True):
+        for mode in MODES:
             torch.manual_seed(SEED)
             layers = []
             for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
@@ -275,31 +288,42 @@ def torch_worker(spec: dict[str, Any]) -> dict[str, Any]:
                 if i < len(SIZES) - 2:
                     layers.append(torch.nn.ReLU())
             model = torch.nn.Sequential(*layers).to(device)
-            epochs = [torch_epoch(torch, model, X[:n], y[:n], batch) for n in (len(X), batch)]
-            torch.set_float32_matmul_precision("high" if tf32 else "highest")
-            rows.append(measure_torch(torch, "torch-cuda", batch, tf32, epochs, sync, spec, steps))
+            epochs = [torch_epoch(torch, model, X[:n], y[:n], batch, mode) for n in (len(X), batch)]
+            torch.set_float32_matmul_precision("high" if mode == "tf32" else "highest")
+            rows.append(measure_torch(torch, "torch-cuda", batch, mode, epochs, sync, spec, steps))
         torch.set_float32_matmul_precision("highest")
         net = make_net(pn, pn.backends.get("torch", device))
         epochs = [fit_epoch(pn, net, X[:n], y[:n], batch) for n in (len(X), batch)]
-        rows.append(measure_torch(torch, "polynn-torch", batch, False, epochs, sync, spec, steps))
+        rows.append(measure_torch(torch, "polynn-torch", batch, "fp32", epochs, sync, spec, steps))
         del X, y
         torch.cuda.empty_cache()
     return {"version": torch.__version__, "cuda": torch.version.cuda, "rows": rows}
 
 
-def torch_epoch(torch: Any, model: Any, X: Any, y: Any, batch: int) -> Callable[[], None]:
-    """One epoch of plain PyTorch training of ``model`` over ``(X, y)`` in batches."""
+def torch_epoch(
+    torch: Any, model: Any, X: Any, y: Any, batch: int, mode: str
+) -> Callable[[], None]:
+    """One epoch of plain PyTorch training of ``model`` over ``(X, y)`` in batches; in the
+    bf16 and fp16 modes under ``torch.autocast``, fp16 with a ``GradScaler``."""
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     loss_fn = torch.nn.CrossEntropyLoss()
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+    scaler = torch.amp.GradScaler("cuda") if mode == "fp16" else None
 
     def epoch() -> None:
         losses = []
         for start in range(0, X.shape[0], batch):
             xb, yb = X[start : start + batch], y[start : start + batch]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optimizer.step()
+            with torch.autocast("cuda", dtype=half, enabled=half is not None):
+                loss = loss_fn(model(xb), yb)
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             losses.append(loss.detach())
         torch.stack(losses).cpu()  # like polynn: the losses reach the host once
 
@@ -310,7 +334,7 @@ def measure_torch(
     torch: Any,
     impl: str,
     batch: int,
-    tf32: bool,
+    mode: str,
     epochs: list[Callable[[], Any]],
     sync: Callable[[], None],
     spec: dict[str, Any],
@@ -318,7 +342,7 @@ def measure_torch(
 ) -> dict[str, Any]:
     """Time the first of ``epochs`` (``steps`` steps); measure the peak memory of the second
     (one step) beyond what was allocated before it."""
-    row: dict[str, Any] = {"batch": batch, "impl": impl, "tf32": tf32}
+    row: dict[str, Any] = {"batch": batch, "impl": impl, "mode": mode}
     try:
         row.update(timed(epochs[0], sync, steps, spec["repeats"], spec["warmup"]))
         sync()
@@ -391,13 +415,15 @@ def fmt_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def by_key(rows: list[dict[str, Any]]) -> dict[tuple[int, str, bool], dict[str, Any]]:
-    return {(r["batch"], r["impl"], r["tf32"]): r for r in rows}
+def by_key(rows: list[dict[str, Any]]) -> dict[tuple[int, str, str], dict[str, Any]]:
+    return {(r["batch"], r["impl"], r["mode"]): r for r in rows}
 
 
 COLUMNS = [
-    ("polynn-cupy", False), ("fused-cupy", False), ("torch-cuda", False), ("polynn-torch", False),
-    ("polynn-cupy", True), ("fused-cupy", True), ("torch-cuda", True),
+    ("polynn-cupy", "fp32"), ("fused-cupy", "fp32"), ("torch-cuda", "fp32"),
+    ("polynn-torch", "fp32"), ("polynn-cupy", "tf32"), ("fused-cupy", "tf32"),
+    ("torch-cuda", "tf32"), ("polynn-cupy", "bf16"), ("torch-cuda", "bf16"),
+    ("polynn-cupy", "fp16"), ("torch-cuda", "fp16"),
 ]  # fmt: skip
 
 
@@ -411,7 +437,7 @@ def cell(row: dict[str, Any] | None, key: str) -> str:
 
 def tables(rows: list[dict[str, Any]]) -> list[str]:
     got = by_key(rows)
-    title = [f"{impl}{' TF32' if tf32 else ''}" for impl, tf32 in COLUMNS]
+    title = [f"{impl} {mode}" for impl, mode in COLUMNS]
     out = ["Step time, ms (median):", "", fmt_row(["batch", *title]),
            fmt_row(["---:"] * (len(COLUMNS) + 1))]  # fmt: skip
     for batch in BATCHES:
@@ -422,7 +448,9 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
     for batch in BATCHES:
         cells = [cell(got.get((batch, *c)), "peak_bytes") for c in COLUMNS]
         out.append(fmt_row([str(batch), *cells]))
-    errors = [f"- {r['impl']} batch {r['batch']}: {r['error']}" for r in rows if "error" in r]
+    errors = [
+        f"- {r['impl']} {r['mode']} batch {r['batch']}: {r['error']}" for r in rows if "error" in r
+    ]
     return out + (["", "Errors:", *errors] if errors else [])
 
 
@@ -437,16 +465,16 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     ours, torch = "polynn-cupy", "torch-cuda"
     checks = [
         (f"batch {b}: polynn-cupy / torch-cuda <= 1",
-         ratio((b, ours, False), (b, torch, False)), 1.0) for b in (4096, 16384)
+         ratio((b, ours, "fp32"), (b, torch, "fp32")), 1.0) for b in (4096, 16384)
     ] + [
         (f"batch {b}: polynn-cupy / fused-cupy <= 1.05",
-         ratio((b, ours, False), (b, "fused-cupy", False)), 1.05) for b in BATCHES
+         ratio((b, ours, "fp32"), (b, "fused-cupy", "fp32")), 1.05) for b in BATCHES
     ] + [
-        ("batch 16384, TF32: polynn-cupy / torch-cuda <= 1",
-         ratio((16384, ours, True), (16384, torch, True)), 1.0)
+        (f"batch 16384, {mode}: polynn-cupy / torch-cuda <= 1",
+         ratio((16384, ours, mode), (16384, torch, mode)), 1.0) for mode in ("tf32", "bf16", "fp16")
     ] + [
         (f"batch {b}: peak memory polynn-cupy / torch-cuda <= 1",
-         ratio((b, ours, False), (b, torch, False), "peak_bytes"), 1.0) for b in BATCHES
+         ratio((b, ours, "fp32"), (b, torch, "fp32"), "peak_bytes"), 1.0) for b in BATCHES
     ]  # fmt: skip
     lines = []
     for text, value, limit in checks:
@@ -547,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_bench: accuracy {json.dumps(acc)}", flush=True)
 
     rows = cupy_rows(pn, cupy, gpu, p)
-    failed |= any("error" in r for r in rows if r["impl"] == "polynn-cupy")
+    failed |= any("error" in r for r in rows if r["impl"] == "polynn-cupy")  # every mode
     if args.no_torch:
         torch_info: dict[str, Any] = {"skipped": "--no-torch"}
     else:
@@ -574,9 +602,11 @@ def main(argv: list[str] | None = None) -> int:
         f"784-1024-1024-10 ReLU MLP ({n_params():,} parameters), softmax cross-entropy on "
         f"integer labels, float32, SGD(lr={LR}); one step = forward, backward and update of "
         "one batch, timed as an epoch of k batches with the data on the device. "
-        "`fused-cupy` is a hand-written CuPy loop with fused kernels; TF32 columns: polynn "
+        "`fused-cupy` is a hand-written CuPy loop with fused kernels. tf32: polynn "
         'with `matmul_precision="high"`, PyTorch with `set_float32_matmul_precision("high")`, '
-        "the fused loop with CuPy's compute type TF32. "
+        "the fused loop with CuPy's compute type TF32; bf16 and fp16: polynn with "
+        '`dtype="mixed_bfloat16"` / `"mixed_float16"`, PyTorch under `torch.autocast` (fp16 '
+        "with a `GradScaler`). "
         f"Steps x repeats per batch: {p['steps']} x {p['repeats']} (median).",
         "",
         *summary,

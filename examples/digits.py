@@ -70,6 +70,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default=None, help="numpy (default), cupy, auto, ...")
     parser.add_argument("--seed", type=int, default=0, help="initial weights and batch order")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        help="float32 (default), float64, mixed_bfloat16 or mixed_float16 (mixed precision)",
+    )
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="3 epochs (for CI)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,6 +87,7 @@ def main() -> None:
         pn.ReLU(),
         pn.Dense(128, 10),
         backend=args.backend,
+        dtype=args.dtype,
         seed=args.seed,
     )
     # The test split doubles as validation data only to record val_loss per epoch for the
@@ -100,7 +106,8 @@ def main() -> None:
     result = net.evaluate(X_test, y_test, metrics=["accuracy"])
     predicted = np.argmax(pn.to_numpy(net.predict(X_test)), axis=1)
     print(
-        f"backend {net.backend.name}, {len(history.history['loss'])} epochs, "
+        f"backend {net.backend.name}, dtype {net.dtype_name}, "
+        f"{len(history.history['loss'])} epochs, "
         f"{len(y_train)} training / {len(y_test)} test images"
     )
     print(f"test loss {result['loss']:.4f}, test accuracy {result['accuracy']:.2%}")

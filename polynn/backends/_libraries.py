@@ -57,11 +57,15 @@ class NumpyBackend(Backend):
     def _half(self, name: str) -> Any:
         half = np.float16 if name == "float16" else _ml_dtypes_bfloat16()
         if half is not None:
+            cost = {
+                "float16": "without BLAS, tens of times slower than float32",
+                "bfloat16": "through ml-dtypes, about twice as slow as float32",
+            }[name]
             warnings.warn(
-                f"mixed precision on NumPy computes {name} matrix products without BLAS, many "
-                "times slower than float32: use it to test a model, train it on a GPU.",
+                f"mixed precision on NumPy computes in {name} {cost}: use it to test a "
+                "model, and train it in mixed precision on a GPU.",
                 UserWarning,
-                stacklevel=5,
+                stacklevel=4,
             )
         return half
 
