@@ -355,6 +355,8 @@ class Sequential:
             net.loss = None if self.loss is None else get_loss(copy.copy(self.loss), net.backend)
             if self.optimizer is not None:
                 net.optimizer = self.optimizer.copy_for(net.params, net.backend)
+            if self.loss_scale is not None and net.loss_scale is not None:
+                net.loss_scale = copy.copy(self.loss_scale)
         return net
 
 
