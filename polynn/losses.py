@@ -1,6 +1,7 @@
 """Losses. ``value_and_grad`` returns the mean loss (a 0-d array, left on the device) and its
-gradient with respect to the predictions; ``prepare_targets`` checks and shapes the targets
-once per call of ``fit`` or ``evaluate``, never per batch.
+gradient with respect to the predictions (a new array: the backward pass may write into it);
+``prepare_targets`` checks and shapes the targets once per call of ``fit`` or ``evaluate``,
+never per batch.
 """
 
 from __future__ import annotations

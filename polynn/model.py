@@ -162,7 +162,8 @@ class Sequential:
                 f"{type(grad).__name__} of shape {tuple(getattr(grad, 'shape', ()))}."
             )
         with self.backend.context(self.matmul_precision), self._half_weights():
-            grad = self.backend.xp.astype(grad, self.compute_dtype, copy=False)
+            # A copy: the backward pass may write into the gradient it is given.
+            grad = self.backend.xp.astype(grad, self.compute_dtype, copy=True)
             for layer in reversed(self._layers):
                 grad = layer.backward(grad)
 

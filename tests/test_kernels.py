@@ -235,3 +235,13 @@ def test_a_stack_of_activations_trains_like_the_reference(backend):
     ]
     for got, w in zip(net.get_weights(), want):
         np.testing.assert_allclose(got, w, rtol=1e-12, atol=1e-14)
+
+
+def test_backward_leaves_the_callers_gradient_alone(backend):
+    """The backward pass writes into the gradients it makes, never into the one it is given."""
+    net = pn.Sequential(pn.Dense(3, 4), pn.ReLU(), pn.Dense(4, 2), pn.Tanh(), backend=backend)
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    out = net.forward(X)
+    grad = backend.xp.ones_like(out)
+    net.backward(grad)
+    np.testing.assert_array_equal(pn.to_numpy(grad), np.ones((5, 2)))

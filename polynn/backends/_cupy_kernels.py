@@ -126,7 +126,7 @@ class CupyKernels(Kernels):
             return y, y
 
         def backward(grad: Any, y: Any) -> Any:
-            return backward_kernel(grad, y, slope)
+            return backward_kernel(grad, y, slope, grad)  # in place, as the default
 
         return forward, backward
 
