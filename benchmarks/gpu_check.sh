@@ -158,7 +158,7 @@ section "machine"
     "$PYTHON" - <<'PY' 2>&1
 import importlib
 for name in ("numpy", "cupy", "pytest", "hypothesis", "array_api_compat", "array_api_strict",
-             "tqdm", "polynn"):
+             "tqdm", "ml_dtypes", "jax", "polynn"):
     try:
         print(f"{name}: {importlib.import_module(name).__version__}")
     except Exception as exc:
