@@ -81,7 +81,8 @@ def test_standalone_activation_leaves_its_input_alone(backend, dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_bias_grad_and_cross_entropy_match_the_reference(backend, dtype):
     z, _, g = inputs(rows=9)
-    close(backend.kernels.bias_grad(on(backend, g, dtype)), g.sum(0), dtype, scale=10.0)
+    # Sums of 9 (here) and 64 (below) rows: their rounding depends on the order of the terms.
+    close(backend.kernels.bias_grad(on(backend, g, dtype)), g.sum(0), dtype, scale=100.0)
     target = np.eye(5)[np.random.default_rng(1).integers(0, 5, size=9)]
     value, grad = backend.kernels.softmax_cross_entropy(
         on(backend, z, dtype), on(backend, target, dtype)
@@ -185,7 +186,7 @@ def test_fast_gradients_equal_the_default(backend, dtype):
     z, _, g = inputs(seed=3, rows=64, cols=10)
     target = on(backend, np.eye(10)[np.arange(64) % 10], dtype)
     got, want = fast.bias_grad(on(backend, g, dtype)), default.bias_grad(on(backend, g, dtype))
-    close(got, pn.to_numpy(want), dtype, scale=10.0)
+    close(got, pn.to_numpy(want), dtype, scale=100.0)
     (v1, g1), (v2, g2) = (
         k.softmax_cross_entropy(on(backend, z, dtype), target) for k in (fast, default)
     )
