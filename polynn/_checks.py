@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import operator
+import os
 from typing import Any
 
 from polynn.errors import PolynnTypeError, PolynnValueError
@@ -12,9 +14,22 @@ def integer(value: Any, what: str, minimum: int) -> int:
     """``value`` as an int no smaller than ``minimum``."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise PolynnTypeError(f"{what} must be an integer; got {value!r}.")
-    value = int(value)
+    try:
+        value = operator.index(value)
+    except TypeError:  # an array of several numbers, say
+        raise PolynnTypeError(f"{what} must be one integer; got {value!r}.") from None
     if value < minimum:
         raise PolynnValueError(f"{what} must be at least {minimum}; got {value}.")
+    return value
+
+
+def path(value: Any, what: str = "path") -> str | os.PathLike:
+    """``value`` as a file path (a str or an ``os.PathLike``) without NUL characters."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise PolynnTypeError(f"{what} must be a str or a path; got {value!r}.")
+    text = os.fspath(value)
+    if (b"\x00" if isinstance(text, bytes) else "\x00") in text:
+        raise PolynnValueError(f"{what} must not contain NUL characters; got {value!r}.")
     return value
 
 
@@ -34,7 +49,13 @@ def number(
         and not hasattr(value, "__float__")
     ):
         raise PolynnTypeError(f"{what} must be a number; got {value!r}.")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:30]}... (too large)"
+        raise PolynnValueError(f"{what} must be a finite number; got {shown}.") from None
+    except (TypeError, ValueError):  # an array of several numbers, say
+        raise PolynnTypeError(f"{what} must be one number; got {value!r}.") from None
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high or math.isnan(value):

@@ -89,6 +89,8 @@ class EarlyStopping(Callback):
         self.best_weights: list[Any] | None = None
         self.wait = 0
         self.stopped_epoch: int | None = None
+        # To put back if the first epoch shows that the monitored figure is never logged.
+        self._initial_weights = self.model.get_weights()
 
     def _improved(self, value: float) -> bool:
         if self.mode == "min":
@@ -97,10 +99,15 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if self.monitor not in logs:
+            restored = ""
+            if self._initial_weights is not None:  # the first epoch: undo it
+                self.model.set_weights(self._initial_weights)
+                restored = " The model's weights are back to what they were before this fit."
             raise PolynnValueError(
                 f"EarlyStopping monitors {self.monitor!r}, which fit does not log; logged are "
-                f"{sorted(logs)} (val_ figures need validation_data or validation_split)."
+                f"{sorted(logs)} (val_ figures need validation_data or validation_split).{restored}"
             )
+        self._initial_weights = None
         value = logs[self.monitor]
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from polynn import __version__
+from polynn import _checks as checks
 from polynn.backends import Backend, dtype_name, get
 from polynn.backends.host import read_npz, write_npz
 from polynn.errors import PolynnError, PolynnFileError, PolynnValueError
@@ -48,13 +49,13 @@ def layers_from(config: dict[str, Any]) -> list[Layer]:
 
 def write(path: str | os.PathLike, weights: list[Any], config: dict[str, Any]) -> None:
     """Write ``weights`` (NumPy arrays) and ``config`` to ``path``, atomically."""
-    write_npz(path, weights, config)
+    write_npz(checks.path(path, "the model file path"), weights, config)
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], list[Any], str]:
     """``(config, weights, dtype name)`` of a model file, after checking that it is one this
     polynn can read. Anything else raises ``PolynnFileError``."""
-    config, weights = read_npz(path)
+    config, weights = read_npz(checks.path(path, "the model file path"))
     if config.get("format") != FORMAT:
         raise PolynnFileError(f"{str(path)!r} is not a polynn model file (no polynn config).")
     version = config.get("format_version")

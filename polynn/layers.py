@@ -108,7 +108,14 @@ class Dense(Layer):
     ) -> None:
         super().build(backend, dtype, rng, init, compute_dtype=compute_dtype)
         draw = getattr(rng, self.init_name or init)
-        W = backend.from_numpy(draw(self.in_features, self.out_features), dtype)
+        try:
+            W = backend.from_numpy(draw(self.in_features, self.out_features), dtype)
+        except (MemoryError, ValueError):  # NumPy's "array is too big", or out of memory
+            size = self.in_features * self.out_features * 8  # drawn in float64 on the host
+            raise PolynnValueError(
+                f"{self!r} asks for {size:,} bytes for its weights (drawn in float64); that "
+                "does not fit in memory here."
+            ) from None
         b = backend.from_numpy(rng.zeros(self.out_features), dtype)
         self.W, self.b = Parameter(W, "W"), Parameter(b, "b")
         self.params = (self.W, self.b)

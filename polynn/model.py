@@ -294,11 +294,14 @@ class Sequential:
             for i, (p, w) in enumerate(zip(self.params, weights)):
                 if self.backend.owns(w):
                     w = self.backend.to_numpy(w)
-                w = self.backend.asarray(w, dtype=self.dtype, name=f"weights[{i}]")
-                if tuple(w.shape) != tuple(p.value.shape):
+                shape = tuple(w.shape) if hasattr(w, "shape") else None
+                if shape is None or shape == tuple(p.value.shape):
+                    w = self.backend.asarray(w, dtype=self.dtype, name=f"weights[{i}]")
+                    shape = tuple(w.shape)
+                if shape != tuple(p.value.shape):
                     raise PolynnValueError(
                         f"weights[{i}] ({p.name} of layer {self._owner(p)}) must have shape "
-                        f"{tuple(p.value.shape)}; got {tuple(w.shape)}."
+                        f"{tuple(p.value.shape)}; got {shape}."
                     )
                 new.append(w)
         for p, w in zip(self.params, new):

@@ -167,8 +167,8 @@ class _BaseMLP(BaseEstimator):
             raise bad("batch_size", "'auto' or an integer >= 1")
         if not (_is_int(self.max_iter) and self.max_iter >= 1):
             raise bad("max_iter", "an integer >= 1")
-        if not _is_real(self.momentum) or not 0 <= self.momentum <= 1:
-            raise bad("momentum", "a number in [0, 1]")
+        if not _is_real(self.momentum) or not 0 <= self.momentum < 1:
+            raise bad("momentum", "a number in [0, 1)")
         if not _is_real(self.alpha) or not self.alpha >= 0:
             raise bad("alpha", "a number >= 0")
         if not _is_real(self.validation_fraction) or not 0 < self.validation_fraction < 1:
@@ -177,8 +177,11 @@ class _BaseMLP(BaseEstimator):
             raise bad("n_iter_no_change", "an integer >= 1")
         if not _is_real(self.tol) or not self.tol >= 0:
             raise bad("tol", "a number >= 0")
-        if str(self.dtype) not in pn.backends.DTYPES:
-            raise bad("dtype", f"one of {list(pn.backends.DTYPES)}")
+        try:
+            pn.backends.dtype_name(self.dtype)
+        except pn.PolynnValueError:
+            choices = [*pn.backends.DTYPES, *pn.backends.POLICIES]
+            raise bad("dtype", f"one of {choices} (or a NumPy float dtype)") from None
 
     def _optimizer(self) -> pn.Optimizer:
         if self.solver == "sgd":
@@ -197,7 +200,8 @@ class _BaseMLP(BaseEstimator):
             layers += [pn.Dense(n_in, size), ACTIVATIONS[self.activation]()]
             n_in = size
         layers.append(pn.Dense(n_in, n_out))
-        return pn.Sequential(*layers, backend=self.backend, dtype=str(self.dtype), seed=seed)
+        dtype = pn.backends.dtype_name(self.dtype)
+        return pn.Sequential(*layers, backend=self.backend, dtype=dtype, seed=seed)
 
     # -- training ---------------------------------------------------------------------------
     def _train(self, X: Any, y: Any, n_outputs: int, stratify: bool) -> None:
@@ -344,7 +348,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, y = validate_data(self, X, y, dtype=HOST_DTYPES, multi_output=True, y_numeric=True)
         self._y_1d = y.ndim == 1
         y2 = y.reshape(-1, 1) if self._y_1d else y
-        self._train(X, y2.astype(str(self.dtype)), y2.shape[1], stratify=False)
+        float64 = pn.backends.dtype_name(self.dtype) == "float64"
+        self._train(X, y2.astype("float64" if float64 else "float32"), y2.shape[1], stratify=False)
         return self
 
     def predict(self, X: Any) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from polynn.backends import Backend
@@ -295,8 +295,10 @@ def epochs_of(
 
 def check_callbacks(callbacks: Sequence[Callback] | None) -> list[Callback]:
     """``callbacks`` as a list, each checked to be a ``Callback``."""
-    if isinstance(callbacks, Callback):
-        raise PolynnTypeError("callbacks must be a list of Callback objects, e.g. [cb].")
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, (Iterable, type(None))):
+        raise PolynnTypeError(
+            f"callbacks must be a list of Callback objects, e.g. [cb]; got {callbacks!r}."
+        )
     callbacks = list(callbacks or ())
     for cb in callbacks:
         if not isinstance(cb, Callback):

@@ -60,6 +60,12 @@ def get(name: Any = None, device: Any = None) -> Backend:
     NumPy), or a ``Backend``. ``None`` reads the ``POLYNN_BACKEND`` environment variable,
     then falls back to NumPy. ``device`` picks the device where the library has several.
     """
+    try:
+        hash(device)
+    except TypeError:
+        raise PolynnTypeError(
+            f"device must be a device name, number or device object; got {device!r}."
+        ) from None
     if isinstance(name, Backend):
         return name if device is None else get(name.name, device)
     if name is None:

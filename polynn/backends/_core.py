@@ -162,7 +162,10 @@ class Backend:
                 f"pn.to_numpy({name}) to copy it through the host, or move the model with "
                 f"net.to(...)."
             )
-        return self.from_numpy(check_host_array(data, name), dtype)
+        a = check_host_array(data, name)
+        if dtype is not None:
+            a = cast_host_array(a, dtype_name(self.dtype(dtype)), name)
+        return self.from_numpy(a)
 
     def _check_device_array(self, x: Any, dtype: Any, name: str) -> Any:
         xp = self.xp
@@ -173,12 +176,18 @@ class Backend:
             raise PolynnValueError(
                 f"{name} is empty (shape {tuple(x.shape)}); expected rows of data."
             )
-        if xp.isdtype(x.dtype, "real floating") and not bool(xp.all(xp.isfinite(x))):
+        floating = xp.isdtype(x.dtype, "real floating")
+        if floating and not bool(xp.all(xp.isfinite(x))):
             raise PolynnValueError(f"{name} contains NaN or infinite values; clean the data first.")
         if dtype is not None:
             target = self.dtype(dtype)
             if x.dtype != target:
                 x = xp.astype(x, target)
+                if not bool(xp.all(xp.isfinite(x))):
+                    raise PolynnValueError(
+                        f"{name} holds values beyond {dtype_name(target)}'s range: scale the "
+                        "data or use dtype='float64'."
+                    )
         elif xp.isdtype(x.dtype, "bool"):
             x = xp.astype(x, xp.int64)  # as host data: False/True mean 0/1
         return x
@@ -201,6 +210,18 @@ def dtype_name(dtype: Any) -> str:
     return name
 
 
+def cast_host_array(a: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    """``a`` in ``dtype``; finite values that do not fit the dtype are refused, naming one."""
+    cast = a.astype(dtype, copy=False)
+    if cast.dtype.kind == "f" and not np.isfinite(cast).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+        raise PolynnValueError(
+            f"{name} holds {a[where]:g} (at index {where}), beyond {dtype}'s range: scale the "
+            "data or use dtype='float64'."
+        )
+    return cast
+
+
 def foreign_library(x: Any) -> str | None:
     """The name of the array library ``x`` belongs to, if it is an array but not NumPy's."""
     checks = (
@@ -217,7 +238,17 @@ def foreign_library(x: Any) -> str | None:
 
 
 def check_host_array(data: Any, name: str) -> np.ndarray:
-    """``data`` as a NumPy array of real numbers with at least one row, all finite."""
+    """``data`` as a plain NumPy array of real numbers with at least one row, all finite.
+
+    ``np.matrix``, memory maps and other ndarray subclasses become plain arrays; a masked
+    array with masked entries is refused (polynn would otherwise use the values under the mask).
+    """
+    if isinstance(data, np.ma.MaskedArray) and np.ma.getmaskarray(data).any():
+        count = int(np.ma.getmaskarray(data).sum())
+        raise PolynnValueError(
+            f"{name} is a masked array with {count} masked entries; polynn needs complete "
+            f"data: fill them ({name}.filled(value)) or drop those rows first."
+        )
     try:
         a = np.asarray(data)
     except (ValueError, TypeError) as exc:

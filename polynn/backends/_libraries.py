@@ -49,7 +49,9 @@ class NumpyBackend(Backend):
         super().__init__("numpy", _numpy_fast.namespace(), "cpu")
 
     def owns(self, x: Any) -> bool:
-        return isinstance(x, np.ndarray)
+        # Exactly ndarray: np.matrix would compute with matrix semantics (``*`` a matrix
+        # product) and a masked array would ignore its mask; both go through the host checks.
+        return type(x) is np.ndarray
 
     def _make_kernels(self) -> Kernels:
         return _numpy_fast.NumpyKernels(self.xp, self.device)

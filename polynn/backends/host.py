@@ -23,7 +23,7 @@ __all__ = ["HostRNG", "log_softmax", "read_npz", "softmax", "to_numpy", "write_n
 def to_numpy(x: Any) -> np.ndarray:
     """A NumPy copy of an array of any backend (NumPy, CuPy, array-api-strict, ...)."""
     if isinstance(x, np.ndarray):
-        return x.copy()
+        return np.array(x)  # a plain ndarray copy, also of np.matrix and other subclasses
     if array_api_compat.is_cupy_array(x):
         return x.get()
     if array_api_compat.is_torch_array(x):
