@@ -212,7 +212,8 @@ def dtype_name(dtype: Any) -> str:
 
 def cast_host_array(a: np.ndarray, dtype: str, name: str) -> np.ndarray:
     """``a`` in ``dtype``; finite values that do not fit the dtype are refused, naming one."""
-    cast = a.astype(dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, by value
+        cast = a.astype(dtype, copy=False)
     if cast.dtype.kind == "f" and not np.isfinite(cast).all():
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
         raise PolynnValueError(

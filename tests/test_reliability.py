@@ -1,0 +1,119 @@
+"""Reliability: what NumPy users pass and mean, values beyond the dtype, divergence wherever it
+shows, saves that are killed, hostile files, and argument checks that always raise polynn
+errors. Each test is named after the finding it guards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import polynn as pn
+
+pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+
+
+def net_for(backend, dtype="float32", seed=0):
+    return pn.Sequential(
+        pn.Dense(2, 3), pn.ReLU(), pn.Dense(3, 2), backend=backend, dtype=dtype, seed=seed
+    )
+
+
+X = np.array([[1.0, 2.0], [3.0, -4.0]])
+
+
+# -- 1. np.matrix and masked arrays ----------------------------------------------------------
+def test_matrix_input_predicts_like_a_plain_array(backend):
+    net = net_for(backend)
+    plain = pn.to_numpy(net.predict(X))
+    np.testing.assert_array_equal(pn.to_numpy(net.predict(np.matrix(X))), plain)
+    assert type(pn.to_numpy(np.matrix(X))) is np.ndarray
+
+
+def test_matrix_targets_train_like_plain_ones(backend):
+    runs = []
+    for y in (np.array([[0.5, 1.0], [1.0, 0.0]]), np.matrix([[0.5, 1.0], [1.0, 0.0]])):
+        net = net_for(backend, "float64")
+        runs.append(net.fit(np.matrix(X), y, epochs=3, verbose=0).history["loss"])
+    assert runs[0] == runs[1]
+
+
+def test_masked_values_are_refused_and_a_full_mask_is_not_needed(backend):
+    net = net_for(backend)
+    hidden_nan = np.ma.array([[1.0, np.nan], [3.0, 4.0]], mask=[[0, 1], [0, 0]])
+    with pytest.raises(pn.PolynnValueError, match="masked array with 1 masked entries"):
+        net.predict(hidden_nan)
+    np.testing.assert_array_equal(
+        pn.to_numpy(net.predict(np.ma.array(X))), pn.to_numpy(net.predict(X))
+    )
+
+
+# -- 2. finite data beyond the model's dtype ---------------------------------------------------
+@pytest.mark.parametrize("call", ["predict", "evaluate", "fit"])
+def test_values_beyond_float32_are_refused_by_name(backend, call):
+    net = net_for(backend)
+    big = [[1e308, 1.0], [0.0, 1.0]]
+    run = {
+        "predict": lambda: net.predict(big),
+        "evaluate": lambda: net.evaluate(big, [[0.0, 1.0], [1.0, 0.0]]),
+        "fit": lambda: net.fit(big, [[0.0, 1.0], [1.0, 0.0]], verbose=0),
+    }[call]
+    with pytest.raises(pn.PolynnValueError, match=r"1e\+308.*beyond float32's range"):
+        run()
+    with pytest.raises(pn.PolynnValueError, match="beyond float32's range"):
+        net.fit(X, [[1e300, 0.0], [0.0, 1.0]], verbose=0)
+
+
+def test_the_same_values_fit_float64(backend):
+    net = net_for(backend, "float64")
+    assert np.isfinite(pn.to_numpy(net.predict([[1e300, 1.0]]))).all()
+
+
+# -- 7. argument checks raise polynn errors of the right builtin kind ------------------------
+@pytest.mark.parametrize(
+    "call, kind",
+    [
+        (lambda net: pn.SGD(lr=10**400), pn.PolynnValueError),
+        (lambda net: pn.SGD(lr=np.array([0.1, 0.2])), pn.PolynnTypeError),
+        (lambda net: net.predict(X, batch_size=np.array([1, 2])), pn.PolynnTypeError),
+        (lambda net: pn.Sequential(pn.Dense(2, 1), device=[0]), pn.PolynnTypeError),
+        (lambda net: net.fit(X, X, callbacks=5, verbose=0), pn.PolynnTypeError),
+        (lambda net: net.save(None), pn.PolynnTypeError),
+        (lambda net: net.save("a\x00b.npz"), pn.PolynnValueError),
+        (lambda net: pn.load("a\x00b.npz"), pn.PolynnValueError),
+        (lambda net: net.predict(np.rec.fromarrays([np.ones(2), np.ones(2)])), pn.PolynnTypeError),
+    ],
+)
+def test_bad_arguments_raise_polynn_errors(call, kind):
+    with pytest.raises(kind):
+        call(net_for("numpy"))
+
+
+def test_a_layer_too_large_for_memory_says_how_many_bytes():
+    with pytest.raises(pn.PolynnValueError, match=r"9,223,372,036,854,775,808 bytes"):
+        pn.Sequential(pn.Dense(2**40, 2**20))
+
+
+# -- 8. smaller ---------------------------------------------------------------------------------
+def test_early_stopping_on_a_figure_never_logged_leaves_the_weights_alone(backend):
+    net = net_for(backend)
+    before = net.get_weights()
+    with pytest.raises(pn.PolynnValueError, match="back to what they were"):
+        net.fit(X, X, epochs=3, callbacks=[pn.EarlyStopping(monitor="val_loss")], verbose=0)
+    for got, want in zip(net.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_set_weights_with_an_empty_array_names_the_shape(backend):
+    net = net_for(backend)
+    with pytest.raises(pn.PolynnValueError, match=r"must have shape \(2, 3\); got \(0, 3\)"):
+        net.set_weights([np.zeros((0, 3)), *net.get_weights()[1:]])
+
+
+def test_estimators_take_numpy_dtypes_and_refuse_momentum_1():
+    sklearn = pytest.importorskip("polynn.sklearn", reason="needs scikit-learn")
+    rng = np.random.default_rng(0)
+    Xc, yc = rng.normal(size=(40, 3)), rng.integers(0, 2, size=40)
+    clf = sklearn.MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, dtype=np.float32)
+    assert clf.fit(Xc, yc).model_.dtype_name == "float32"
+    with pytest.raises(pn.PolynnValueError, match=r"momentum must be a number in \[0, 1\)"):
+        sklearn.MLPClassifier(solver="sgd", momentum=1.0).fit(Xc, yc)
