@@ -4,10 +4,15 @@ errors. Each test is named after the finding it guards."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 
 import polynn as pn
+from polynn.backends import host
 
 pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 
@@ -117,3 +122,53 @@ def test_estimators_take_numpy_dtypes_and_refuse_momentum_1():
     assert clf.fit(Xc, yc).model_.dtype_name == "float32"
     with pytest.raises(pn.PolynnValueError, match=r"momentum must be a number in \[0, 1\)"):
         sklearn.MLPClassifier(solver="sgd", momentum=1.0).fit(Xc, yc)
+
+
+# -- 4 and 6. killed saves leave nothing that accumulates; the umask is left alone ----------
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked process in mid-save")
+def test_killed_saves_leave_no_temporary_files(tmp_path, monkeypatch):
+    target = tmp_path / "model.npz"
+    net = pn.Sequential(pn.Dense(300, 300), pn.Dense(300, 300), seed=0)  # ~0.7 MB a save
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        pid = os.fork()
+        if pid == 0:  # the child saves until it is killed
+            try:
+                while True:
+                    net.save(target)
+            finally:
+                os._exit(1)
+        time.sleep(rng.uniform(0.02, 0.2))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp"))
+    assert host._unnamed_files_work(target) or left, "no save was caught in the middle"
+    monkeypatch.setattr(host, "DEAD_AFTER_S", 0)
+    net.save(target)  # removes what the killed processes left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+    np.testing.assert_array_equal(pn.load(target).get_weights()[0], net.get_weights()[0])
+
+
+def test_save_never_touches_the_umask(tmp_path, monkeypatch):
+    def umask(_mask):
+        raise AssertionError("save changed the process umask")
+
+    monkeypatch.setattr(os, "umask", umask)
+    net_for("numpy").save(tmp_path / "a.npz")
+    assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+
+
+def test_temporary_files_of_running_processes_and_other_users_stay(tmp_path, monkeypatch):
+    monkeypatch.setattr(host, "DEAD_AFTER_S", 0)
+    target = tmp_path / "m.npz"
+    alive = tmp_path / f".m.npz.{host._HOST}-{os.getpid()}-00aa.tmp"
+    other = tmp_path / ".other.npz.abcdef-1-00aa.tmp"
+    for path in (alive, other):
+        path.write_bytes(b"partial")
+    net_for("numpy").save(target)
+    assert alive.exists() and other.exists()

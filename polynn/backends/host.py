@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
+import secrets
+import socket
 import stat
-import tempfile
+import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,39 +72,143 @@ class HostRNG:
 def write_npz(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dict) -> Path:
     """Write ``arrays`` and a JSON ``config`` to one ``.npz`` file, atomically.
 
-    The data goes to a temporary file beside ``path`` which then replaces it in one rename:
-    an existing file is never left half-written, and no temporary file stays behind.
+    The data goes to a new file in the target's directory which then replaces the target in
+    one rename: an existing file is never left half-written. Where the OS allows (Linux's
+    ``O_TMPFILE``) that file has no name until it is complete, so a process killed in the
+    middle of ``save`` leaves nothing behind; elsewhere it is named
+    ``.<name>.<host>-<pid>-<random>.tmp``, and a later ``save`` to the same path removes those
+    whose process on this host has ended (``_remove_stale_temporaries``).
     """
     path = Path(path)
     contents = {"config": np.array(json.dumps(config))}
     contents.update({f"param_{i}": np.asarray(a) for i, a in enumerate(arrays)})
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **contents)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, _file_mode(path))  # mkstemp makes it private; keep the usual mode
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _remove_stale_temporaries(path)
+        with _replacing(path) as f:
+            np.savez(f, **contents)
     except OSError as exc:
         kind = PolynnFileNotFoundError if isinstance(exc, FileNotFoundError) else PolynnFileError
         raise kind(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
     return path
 
 
-def _file_mode(path: Path) -> int:
-    """The mode of the file being replaced, or what a new file gets under the umask."""
+#: A temporary file of a process that has ended must also be this old to be removed...
+DEAD_AFTER_S = 10
+#: ... and one whose writer cannot be told (another host, an older polynn) this old.
+STALE_AFTER_S = 24 * 3600
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Any]:
+    """A binary file object whose contents replace ``path`` when the block ends normally.
+
+    The new file gets the mode of the file it replaces, or what the umask gives a new file
+    (the kernel applies it: the process umask is never read or changed)."""
     try:
-        return stat.S_IMODE(os.stat(path).st_mode)
+        mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        mode = None
+    fd, tmp = _new_file(path)
+    try:
+        if mode is not None:
+            os.chmod(fd if os.chmod in os.supports_fd else tmp, mode)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            if tmp is None:  # give the complete file a name, then move it over the target
+                tmp = _temporary_name(path)
+                os.link(f"/proc/self/fd/{f.fileno()}", tmp, follow_symlinks=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+
+
+def _new_file(path: Path) -> tuple[int, str | None]:
+    """``(fd, None)`` for a new file without a name in ``path``'s directory (``O_TMPFILE``),
+    or, where the OS or file system has none, ``(fd, name)`` for a new temporary name."""
+    if _unnamed_files_work(path):
+        return os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o666), None
+    while True:
+        name = _temporary_name(path)
+        with contextlib.suppress(FileExistsError):
+            flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
+            return os.open(name, flags, 0o666), name
+
+
+_UNNAMED_FILES_WORK: dict[int, bool] = {}
+
+
+def _unnamed_files_work(path: Path) -> bool:
+    """Whether ``path``'s file system makes ``O_TMPFILE`` files and links them to a name
+    through ``/proc/self/fd`` (some do neither, some only the first); probed once per device.
+    """
+    if getattr(os, "O_TMPFILE", None) is None or not os.path.isdir("/proc/self/fd"):
+        return False
+    device = os.stat(path.parent).st_dev
+    if device not in _UNNAMED_FILES_WORK:
+        works = False
+        with contextlib.suppress(OSError):
+            fd = os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o600)
+            try:
+                probe = _temporary_name(path)
+                os.link(f"/proc/self/fd/{fd}", probe, follow_symlinks=True)
+                os.unlink(probe)
+                works = True
+            finally:
+                os.close(fd)
+        _UNNAMED_FILES_WORK[device] = works
+    return _UNNAMED_FILES_WORK[device]
+
+
+def _temporary_name(path: Path) -> str:
+    token = f"{_HOST}-{os.getpid()}-{secrets.token_hex(4)}"
+    return str(path.parent / f".{path.name}.{token}.tmp")
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files that killed saves to ``path`` left beside it: regular files
+    of this user named as ``_temporary_name`` names them (or as polynn 0.1.0 did), written by
+    a process of this host that has ended, or untouched for a day."""
+    name = re.escape(path.name)
+    pattern = re.compile(rf"\.{name}\.(?:([0-9a-f]{{6}})-(\d+)-[0-9a-f]+|[0-9a-z_]{{8}})\.tmp")
+    now = time.time()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None:
+            continue
+        with contextlib.suppress(OSError):
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+                continue
+            host, pid = match.groups()
+            ended = host == _HOST and not _running(int(pid))
+            age = now - info.st_mtime
+            if (ended and age > DEAD_AFTER_S) or age > STALE_AFTER_S:
+                os.unlink(entry.path)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id runs on this host (a reused id counts as running)."""
+    if os.name == "nt":  # os.kill would end the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else, or signals are not allowed
+        return True
+    return True
 
 
 def read_npz(path: str | os.PathLike) -> tuple[dict, list[np.ndarray]]:
