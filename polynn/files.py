@@ -54,8 +54,16 @@ def write(path: str | os.PathLike, weights: list[Any], config: dict[str, Any]) -
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], list[Any], str]:
     """``(config, weights, dtype name)`` of a model file, after checking that it is one this
-    polynn can read. Anything else raises ``PolynnFileError``."""
-    config, weights = read_npz(checks.path(path, "the model file path"))
+    polynn can read: its config first, then each array against the shape the config implies
+    (before reading it). Anything else raises ``PolynnFileError``."""
+    path = checks.path(path, "the model file path")
+    config, weights = read_npz(path, lambda config: param_shapes(config, path))
+    return config, weights, dtype_name(config["dtype"])
+
+
+def param_shapes(config: dict[str, Any], path: str | os.PathLike) -> list[tuple[int, ...]]:
+    """Check ``config`` (format, version, dtype, layers) and return the shapes of the
+    parameters it describes, in ``get_weights`` order."""
     if config.get("format") != FORMAT:
         raise PolynnFileError(f"{str(path)!r} is not a polynn model file (no polynn config).")
     version = config.get("format_version")
@@ -65,18 +73,22 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], list[Any], str]:
             f"versions up to {FORMAT_VERSION}: upgrade polynn."
         )
     try:
-        saved_dtype = dtype_name(config["dtype"])
+        dtype_name(config["dtype"])
     except (KeyError, PolynnValueError) as exc:
         raise PolynnFileError(f"{str(path)!r} has no valid dtype in its config: {exc}") from None
     try:
         unknown = [s.get("type") for s in config["layers"] if s.get("type") not in LAYERS]
-    except (KeyError, TypeError, AttributeError) as exc:
+        if unknown:
+            raise PolynnFileError(f"{str(path)!r} names unknown layer types {unknown}.")
+        # Layers are cheap to construct (no arrays until a model builds them).
+        layers = layers_from(config)
+    except PolynnFileError:
+        raise
+    except (PolynnError, KeyError, TypeError, AttributeError) as exc:
         raise PolynnFileError(
             f"{str(path)!r} holds an inconsistent polynn model: {type(exc).__name__}: {exc}"
         ) from None
-    if unknown:
-        raise PolynnFileError(f"{str(path)!r} names unknown layer types {unknown}.")
-    return config, weights, saved_dtype
+    return [shape for layer in layers for shape in layer.param_shapes()]
 
 
 def load(

@@ -72,6 +72,10 @@ class Layer:
     def backward(self, grad: Any) -> Any:
         raise NotImplementedError
 
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        """The shapes of the parameters ``build`` creates (known before building it)."""
+        return []
+
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, for saving."""
         return {}
@@ -123,6 +127,9 @@ class Dense(Layer):
         #: The half type of a mixed-precision model: NumPy computes bfloat16 matrix products
         #: in float32, so they are cast back to it.
         self._half = None if self.compute_dtype == dtype else self.compute_dtype
+
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        return [(self.in_features, self.out_features), (self.out_features,)]
 
     def fuse(self, activation: Activation) -> None:
         """Apply ``activation`` (built on the same backend) to this layer's output from now

@@ -4,9 +4,14 @@ errors. Each test is named after the finding it guards."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import pathlib
 import signal
 import time
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -172,3 +177,93 @@ def test_temporary_files_of_running_processes_and_other_users_stay(tmp_path, mon
         path.write_bytes(b"partial")
     net_for("numpy").save(target)
     assert alive.exists() and other.exists()
+
+
+# -- 5. hostile files cost little and never block ----------------------------------------------
+def model_file(path, config_text, members, compression=zipfile.ZIP_STORED):
+    """An archive shaped like a model file: ``config.npy`` and ``members`` (name -> bytes)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(config_text))
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        archive.writestr("config.npy", buffer.getvalue())
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def config_of(in_features=2, out_features=1):
+    return json.dumps({
+        "format": "polynn", "format_version": 1, "dtype": "float64",
+        "layers": [{"type": "Dense",
+                    "config": {"in_features": in_features, "out_features": out_features}}],
+    })  # fmt: skip
+
+
+def npy_header(shape, dtype="<f8"):
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": dtype, "fortran_order": False, "shape": shape}
+    )
+    return buffer.getvalue()
+
+
+def refused_quickly(path):
+    """``load`` refuses ``path`` within a second and with little memory; the error."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(pn.PolynnFileError) as info:
+            pn.load(path)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 1.0
+    assert peak < 8 * 2**20
+    return str(info.value)
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(tmp_path):
+    bomb = npy_header((2, 1)) + bytes(64 * 2**20)  # deflates to about 64 kB
+    members = {"param_0.npy": bomb, "param_1.npy": npy_header((1,)) + bytes(8)}
+    path = model_file(tmp_path / "bomb.npz", config_of(), members, zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 2**20
+    assert "param_0.npy declares" in refused_quickly(path)
+
+
+def test_a_header_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
+    huge = {"param_0.npy": npy_header((2**34,)), "param_1.npy": npy_header((1,))}
+    assert "shape (17179869184,)" in refused_quickly(model_file(tmp_path / "h.npz",
+                                                                config_of(), huge))  # fmt: skip
+    consistent = {"param_0.npy": npy_header((2**17, 2**17)), "param_1.npy": npy_header((2**17,))}
+    path = model_file(tmp_path / "c.npz", config_of(2**17, 2**17), consistent)
+    assert "declares" in refused_quickly(path)  # its data would be 128 GiB; it holds none
+
+
+def test_a_config_declaring_large_layers_is_checked_against_the_arrays_first(tmp_path):
+    small = {"param_0.npy": npy_header((2, 1)) + bytes(16),
+             "param_1.npy": npy_header((1,)) + bytes(8)}  # fmt: skip
+    path = model_file(tmp_path / "big.npz", config_of(15000, 15000), small)
+    assert "shape (15000, 15000)" in refused_quickly(path)
+
+
+def test_deep_or_large_configs_are_refused(tmp_path):
+    deep = model_file(tmp_path / "deep.npz", "[" * 100_000 + "]" * 100_000, {})
+    assert "RecursionError" in refused_quickly(deep)
+    large = model_file(tmp_path / "large.npz", " " * (2**20 + 1) + config_of(), {})
+    assert "at most 1,048,576" in refused_quickly(large)
+
+
+@pytest.mark.parametrize("kind", ["device", "symlink", "fifo"])
+def test_only_regular_files_are_read(tmp_path, kind):
+    if not os.path.exists("/dev/zero") and kind != "fifo":
+        pytest.skip("no /dev/zero here")
+    path = tmp_path / "m.npz"
+    if kind == "device":
+        path = pathlib.Path("/dev/zero")
+    elif kind == "symlink":
+        path.symlink_to("/dev/zero")
+    else:
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no named pipes here")
+        os.mkfifo(path)
+    assert "not a regular file" in refused_quickly(path)

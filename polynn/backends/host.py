@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -12,7 +13,7 @@ import socket
 import stat
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -211,38 +212,112 @@ def _running(pid: int) -> bool:
     return True
 
 
-def read_npz(path: str | os.PathLike) -> tuple[dict, list[np.ndarray]]:
-    """Read a file written by :func:`write_npz`; never unpickles anything."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise PolynnTypeError(f"a model file path must be a str or a path; got {path!r}.")
+#: The largest config a model file may hold, in bytes (JSON of a few hundred layers is ~50 kB).
+MAX_CONFIG_BYTES = 1 << 20
+
+Shapes = Callable[[dict], list[tuple[int, ...]]]
+
+
+def read_npz(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.ndarray]]:
+    """Read a file written by :func:`write_npz`, bounded by what its config declares.
+
+    ``shapes(config)`` checks the config and returns the shape of each array it implies;
+    every archive member's declared size is checked against them before anything is read, so
+    a hostile file costs no more memory than the model it claims to be. Only regular files
+    are opened (never a FIFO or a device, which could block or never end), nothing is
+    unpickled, and every failure is a ``PolynnFileError``.
+    """
     path = Path(path)
-    if not path.exists():
-        raise PolynnFileNotFoundError(f"no model file at {str(path)!r}.")
     foreign = PolynnFileError(
         f"{str(path)!r} is not a polynn model file (expected an .npz archive with a 'config' "
         "entry, as written by net.save)."
     )
-    if not zipfile.is_zipfile(path):
-        raise foreign
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise foreign
-        with data:
-            if "config" not in data.files:
-                raise foreign
-            config = json.loads(str(data["config"]))
-            n = sum(1 for name in data.files if name.startswith("param_"))
-            arrays = [data[f"param_{i}"] for i in range(n)]
-    except PolynnFileError:
-        raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise PolynnFileNotFoundError(f"no model file at {str(path)!r}.") from None
+    except OSError as exc:
+        raise PolynnFileError(f"cannot open {str(path)!r}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         raise PolynnFileError(
-            f"cannot read {str(path)!r} as a polynn model file: {type(exc).__name__}: {exc}"
-        ) from None
-    if not isinstance(config, dict):
-        raise foreign
+            f"{str(path)!r} is not a regular file (a directory, device or pipe); a model "
+            "file is a regular .npz file."
+        )
+    with os.fdopen(fd, "rb") as f:
+        try:
+            with zipfile.ZipFile(f) as archive:
+                members = {info.filename: info for info in archive.infolist()}
+                if "config.npy" not in members:
+                    raise foreign
+                config = _read_config(archive, members["config.npy"])
+                if not isinstance(config, dict):
+                    raise foreign
+                expected = shapes(config)
+                names = sorted(n for n in members if n.startswith("param_"))
+                if names != sorted(f"param_{i}.npy" for i in range(len(expected))):
+                    raise PolynnFileError(
+                        f"{str(path)!r} holds {len(names)} arrays, but its config describes "
+                        f"{len(expected)}."
+                    )
+                arrays = [
+                    _read_array(archive, members[f"param_{i}.npy"], shape)
+                    for i, shape in enumerate(expected)
+                ]
+        except PolynnFileError:
+            raise
+        except (ValueError, OSError, EOFError, KeyError, RecursionError, zipfile.BadZipFile) as exc:
+            raise PolynnFileError(
+                f"cannot read {str(path)!r} as a polynn model file: {type(exc).__name__}: {exc}"
+            ) from None
     return config, arrays
+
+
+def _read_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(member)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
+def _read_config(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Any:
+    if info.file_size > MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"its config declares {info.file_size:,} bytes; at most {MAX_CONFIG_BYTES:,} are read"
+        )
+    with archive.open(info) as member:
+        shape, _, dtype = _read_header(member)
+        if shape != () or dtype.kind != "U":
+            raise ValueError(f"the config is an array of {dtype} and shape {shape}, not text")
+        text = member.read(MAX_CONFIG_BYTES + 1)
+    if len(text) != dtype.itemsize:
+        raise ValueError("the config is truncated")
+    return json.loads(np.frombuffer(text, dtype=dtype)[0])
+
+
+def _read_array(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int, ...]
+) -> np.ndarray:
+    """The array of member ``info``, if its header declares ``shape`` and a float dtype and
+    the member holds exactly that many bytes; read into one new array, nothing more."""
+    with archive.open(info) as member:
+        declared, fortran, dtype = _read_header(member)
+        if tuple(declared) != tuple(shape) or dtype.kind != "f" or dtype.hasobject:
+            raise ValueError(
+                f"{info.filename} holds an array of {dtype} and shape {tuple(declared)}; the "
+                f"config implies a float array of shape {tuple(shape)}"
+            )
+        nbytes = math.prod(shape) * dtype.itemsize
+        if info.file_size != member.tell() + nbytes:
+            raise ValueError(f"{info.filename} declares {info.file_size:,} bytes, not a header "
+                             f"and {nbytes:,} bytes of data")  # fmt: skip
+        out = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+        view = memoryview(out.reshape(-1, order="A")).cast("B")
+        if member.readinto(view) != nbytes:
+            raise ValueError(f"{info.filename} is truncated")
+    return out
 
 
 def softmax(logits: Any) -> np.ndarray:
