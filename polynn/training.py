@@ -136,13 +136,21 @@ def run(layers: Sequence[Layer], x: Any) -> Any:
     return x
 
 
-def make_step(layers: Sequence[Layer], loss: Loss, optimizer: Optimizer) -> Step:
+def make_step(
+    layers: Sequence[Layer], loss: Loss, optimizer: Optimizer, *, guarded: bool = False
+) -> Step:
     """The training step on one batch: ``step(x, y)`` runs forward, the loss, backward and
     the optimizer's update, and returns the batch's loss (a 0-d device array) and the
-    network's output (for the metrics)."""
+    network's output (for the metrics).
+
+    ``guarded`` (for epochs of one batch, whose loss is read at every step anyway): the loss
+    is read as a float before the update, and a step whose loss is not finite skips it, so
+    the weights stay those of the end of the previous epoch.
+    """
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
     value_and_grad, update = loss.value_and_grad, optimizer.step
+    isfinite = math.isfinite
 
     def step(x: Any, y: Any) -> tuple[Any, Any]:
         out = x
@@ -151,6 +159,10 @@ def make_step(layers: Sequence[Layer], loss: Loss, optimizer: Optimizer) -> Step
         value, grad = value_and_grad(out, y)
         for backward in backwards:
             grad = backward(grad)
+        if guarded:
+            value = float(value)
+            if not isfinite(value):
+                return value, out
         update()
         return value, out
 
@@ -169,6 +181,8 @@ def make_mixed_step(
     loss: Loss,
     optimizer: Optimizer,
     model: Sequential,
+    *,
+    guarded: bool = False,
 ) -> Step:
     """The training step of a mixed-precision model: as ``make_step``, with the layers
     computing on half-precision copies of the parameters, the loss and its gradient in
@@ -193,6 +207,10 @@ def make_mixed_step(
             grad = xp.astype(grad, half)
             for backward in backwards:
                 grad = backward(grad)
+        if guarded:
+            value = float(value)
+            if not math.isfinite(value):
+                return value, out
         if scaler is None or scaler.unscale(params, xp):
             update()
         return value, out
@@ -293,6 +311,35 @@ def epochs_of(
         yield logs
 
 
+class Snapshot:
+    """A copy of the weights to go back to when training diverges: taken before ``fit``
+    starts and again after each epoch that ends finite (before the last epoch only, when
+    each epoch is one guarded step: see ``make_step``)."""
+
+    def __init__(self, params: Sequence[Any], xp: Any) -> None:
+        self.params, self.xp = params, xp
+        self.take(0)
+
+    def take(self, epochs_done: int) -> None:
+        self.values = [self.xp.asarray(p.value, copy=True) for p in self.params]
+        self.epochs_done = epochs_done
+
+    def finite(self) -> bool:
+        """Whether the model's current weights are all finite (one read from the device)."""
+        xp = self.xp
+        return bool(xp.all(xp.stack([xp.all(xp.isfinite(p.value)) for p in self.params])))
+
+    def restore(self) -> None:
+        for p, value in zip(self.params, self.values):
+            p.value = value
+        self.take(self.epochs_done)  # the copies now are the parameters: keep new ones
+
+    def describe(self) -> str:
+        if self.epochs_done == 0:
+            return "the weights it had before this fit"
+        return f"the weights of the end of epoch {self.epochs_done}"
+
+
 def check_callbacks(callbacks: Sequence[Callback] | None) -> list[Callback]:
     """``callbacks`` as a list, each checked to be a ``Callback``."""
     if isinstance(callbacks, Callback) or not isinstance(callbacks, (Iterable, type(None))):
@@ -332,11 +379,14 @@ def train(
     model.stop_training = False
     progress = Progress(epochs, len(batches), enabled=verbose)
     tick = progress.batch_done if progress.per_batch else None
+    guarded = len(batches) == 1
     if model.mixed:
-        step = make_mixed_step(layers, loss, optimizer, model)
+        step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded)
     else:
-        step = make_step(layers, loss, optimizer)
+        step = make_step(layers, loss, optimizer, guarded=guarded)
+    snapshot = Snapshot(model.params, backend.xp)
     logs: dict[str, float] = {}
+    epoch, source = -1, "training"  # the last epoch that ended finite; what diverged
     try:
         for epoch, logs in enumerate(
             epochs_of(batches, step, metrics, backend, epochs, optimizer, tick, model.loss_scale)
@@ -345,12 +395,41 @@ def train(
                 with model._half_weights():
                     scores = score(layers, *validation, loss, metrics, None, backend)
                 logs.update({f"val_{k}": v for k, v in scores.items()})
+                if not math.isfinite(logs["val_loss"]):
+                    source = "validation"
+                    raise TrainingDivergedError(
+                        f"training diverged at epoch {epoch + 1}/{epochs}: the validation loss "
+                        f"is {logs['val_loss']}. Try a lower learning rate (this optimizer has "
+                        f"lr={optimizer.lr:g}), or scale the inputs."
+                    )
+            if not guarded:
+                snapshot.take(epoch + 1)
+            elif epoch + 2 == epochs:  # the last epoch's update is not followed by a loss
+                snapshot.take(epoch + 1)
             if progress.enabled:
                 progress.end_epoch(logs)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
+        if epochs and not snapshot.finite():
+            source = "weights"
+            raise TrainingDivergedError(
+                f"training diverged: after the last update (epoch {epoch + 1}/{epochs}) the "
+                f"weights are not finite. Try a lower learning rate (this optimizer has "
+                f"lr={optimizer.lr:g}), or scale the inputs."
+            )
+    except TrainingDivergedError as exc:
+        # In a guarded epoch the diverging step was not applied: the weights are still those
+        # of the epoch before, if they are finite.
+        if guarded and source == "training" and snapshot.finite():
+            kept = "the weights it had before this fit"
+            if epoch >= 0:
+                kept = f"the weights of the end of epoch {epoch + 1}"
+        else:
+            snapshot.restore()
+            kept = snapshot.describe()
+        raise TrainingDivergedError(f"{exc} The model keeps {kept}.") from None
     finally:
         progress.close()
     for cb in callbacks:

@@ -267,3 +267,70 @@ def test_only_regular_files_are_read(tmp_path, kind):
             pytest.skip("no named pipes here")
         os.mkfifo(path)
     assert "not a regular file" in refused_quickly(path)
+
+
+# -- 3. divergence is caught wherever it shows, and the last finite weights stay -------------
+def kept_epoch(message):
+    """The epoch whose weights the model kept, from a TrainingDivergedError (0: before fit)."""
+    if "before this fit" in message:
+        return 0
+    return int(message.split("the weights of the end of epoch ")[1].split(".")[0])
+
+
+class Recorder(pn.Callback):
+    """Keeps the weights at the end of each epoch, and raises lr after ``blow_up`` epochs."""
+
+    def __init__(self, blow_up=None):
+        self.weights, self.blow_up = [], blow_up
+
+    def on_train_begin(self, logs):
+        self.weights = [self.model.get_weights()]
+
+    def on_epoch_end(self, epoch, logs):
+        self.weights.append(self.model.get_weights())
+        if self.blow_up is not None and epoch + 1 == self.blow_up:
+            self.model.optimizer.lr = 1e30
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_divergence_leaves_the_weights_of_the_last_finite_epoch(backend, batch_size):
+    rng = np.random.default_rng(0)
+    Xr, yr = rng.normal(size=(8, 2)), rng.normal(size=(8, 2))
+    net = net_for(backend, "float64")
+    recorder = Recorder(blow_up=3)
+    with pytest.raises(pn.TrainingDivergedError, match="The model keeps") as info:
+        net.fit(Xr, yr, optimizer=pn.SGD(0.01), epochs=20, batch_size=batch_size,
+                callbacks=[recorder], verbose=0)  # fmt: skip
+    kept = kept_epoch(str(info.value))
+    assert 3 <= kept < len(recorder.weights)
+    for got, want in zip(net.get_weights(), recorder.weights[kept]):
+        np.testing.assert_array_equal(got, want)
+    assert np.isfinite(pn.to_numpy(net.predict(Xr))).all()
+
+
+def test_an_update_that_breaks_the_last_epoch_is_caught(backend):
+    """The loss is computed before each update: after the last one only a check of the
+    weights (or the validation loss) can see that it diverged."""
+    net = net_for(backend, "float64")
+    with pytest.raises(pn.TrainingDivergedError, match="after the last update") as info:
+        net.fit(X, X, optimizer=pn.SGD(1e306), epochs=1, verbose=0)
+    assert kept_epoch(str(info.value)) == 0
+    assert np.isfinite(pn.to_numpy(net.predict(X))).all()
+    with pytest.raises(pn.TrainingDivergedError, match="validation loss"):
+        net.fit(X, X, optimizer=pn.SGD(1e306), epochs=1, validation_data=(X, X), verbose=0)
+
+
+def test_a_clipped_loss_that_diverges_is_caught(backend):
+    net = pn.Sequential(pn.Dense(2, 1), pn.Sigmoid(), backend=backend, dtype="float64", seed=0)
+    with pytest.raises(pn.TrainingDivergedError):
+        net.fit(X, [1.0, 0.0], loss="bce", optimizer=pn.SGD(1e308), epochs=3, verbose=0)
+    assert np.isfinite(pn.to_numpy(net.predict(X))).all()
+
+
+def test_save_refuses_weights_that_are_not_finite(backend, tmp_path):
+    net = net_for(backend)
+    net.save(tmp_path / "good.npz")
+    net.params[0].value = net.params[0].value * float("nan")
+    with pytest.raises(pn.PolynnValueError, match="not all finite"):
+        net.save(tmp_path / "good.npz")
+    assert np.isfinite(pn.load(tmp_path / "good.npz").get_weights()[0]).all()

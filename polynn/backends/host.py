@@ -20,7 +20,12 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from polynn.errors import PolynnFileError, PolynnFileNotFoundError, PolynnTypeError
+from polynn.errors import (
+    PolynnFileError,
+    PolynnFileNotFoundError,
+    PolynnTypeError,
+    PolynnValueError,
+)
 
 __all__ = ["HostRNG", "log_softmax", "read_npz", "softmax", "to_numpy", "write_npz"]
 
@@ -81,6 +86,11 @@ def write_npz(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dic
     whose process on this host has ended (``_remove_stale_temporaries``).
     """
     path = Path(path)
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise PolynnValueError(
+            f"the model's weights are not all finite (did training diverge?); {str(path)!r} "
+            "was not written, and a file already there is untouched."
+        )
     contents = {"config": np.array(json.dumps(config))}
     contents.update({f"param_{i}": np.asarray(a) for i, a in enumerate(arrays)})
     try:
