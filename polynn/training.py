@@ -313,15 +313,21 @@ def epochs_of(
 
 class Snapshot:
     """A copy of the weights to go back to when training diverges: taken before ``fit``
-    starts and again after each epoch that ends finite (before the last epoch only, when
-    each epoch is one guarded step: see ``make_step``)."""
+    starts and again at the end of each epoch but the last (at the end of the one before the
+    last only, when each epoch is one guarded step: see ``make_step``). It costs one copy of
+    the parameters in memory, and one copy operation per epoch."""
 
-    def __init__(self, params: Sequence[Any], xp: Any) -> None:
-        self.params, self.xp = params, xp
+    def __init__(self, params: Sequence[Any], backend: Backend) -> None:
+        self.params, self.xp, self.inplace = params, backend.xp, backend.inplace
+        self.values: list[Any] = []
         self.take(0)
 
     def take(self, epochs_done: int) -> None:
-        self.values = [self.xp.asarray(p.value, copy=True) for p in self.params]
+        if self.values and self.inplace:  # into the same buffers: no second copy at once
+            for value, p in zip(self.values, self.params):
+                value[...] = p.value
+        else:
+            self.values = [self.xp.asarray(p.value, copy=True) for p in self.params]
         self.epochs_done = epochs_done
 
     def finite(self) -> bool:
@@ -332,7 +338,8 @@ class Snapshot:
     def restore(self) -> None:
         for p, value in zip(self.params, self.values):
             p.value = value
-        self.take(self.epochs_done)  # the copies now are the parameters: keep new ones
+        self.values = []  # they now are the parameters
+        self.take(self.epochs_done)
 
     def describe(self) -> str:
         if self.epochs_done == 0:
@@ -384,7 +391,7 @@ def train(
         step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded)
     else:
         step = make_step(layers, loss, optimizer, guarded=guarded)
-    snapshot = Snapshot(model.params, backend.xp)
+    snapshot = Snapshot(model.params, backend)
     logs: dict[str, float] = {}
     epoch, source = -1, "training"  # the last epoch that ended finite; what diverged
     try:
@@ -402,9 +409,9 @@ def train(
                         f"is {logs['val_loss']}. Try a lower learning rate (this optimizer has "
                         f"lr={optimizer.lr:g}), or scale the inputs."
                     )
-            if not guarded:
-                snapshot.take(epoch + 1)
-            elif epoch + 2 == epochs:  # the last epoch's update is not followed by a loss
+            # Each epoch but the last may be the one to go back to (in guarded epochs only the
+            # one before the last: the others are kept by skipping the diverging update).
+            if epoch + 2 == epochs or (not guarded and epoch + 1 < epochs):
                 snapshot.take(epoch + 1)
             if progress.enabled:
                 progress.end_epoch(logs)
