@@ -177,7 +177,13 @@ class Sequential:
             X = self._inputs(X)
             chunks = [run(self._layers, X[s:e, ...]) for s, e in spans(X.shape[0], batch_size)]
             out = chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=0)
-            return xp.astype(out, self.dtype, copy=False)
+            out = xp.astype(out, self.dtype, copy=False)
+            if not bool(xp.all(xp.isfinite(out))):
+                raise PolynnValueError(
+                    f"the network's output is not finite for some rows: the inputs overflow "
+                    f"{self.dtype_name} inside the network; scale them, or use dtype='float64'."
+                )
+            return out
 
     # -- training ---------------------------------------------------------------------------
     def fit(

@@ -348,8 +348,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, y = validate_data(self, X, y, dtype=HOST_DTYPES, multi_output=True, y_numeric=True)
         self._y_1d = y.ndim == 1
         y2 = y.reshape(-1, 1) if self._y_1d else y
-        float64 = pn.backends.dtype_name(self.dtype) == "float64"
-        self._train(X, y2.astype("float64" if float64 else "float32"), y2.shape[1], stratify=False)
+        # polynn casts y to the model's dtype, and says so when a value does not fit it.
+        self._train(X, y2, y2.shape[1], stratify=False)
         return self
 
     def predict(self, X: Any) -> Any:

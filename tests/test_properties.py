@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import polynn as pn
 from polynn.losses import get_loss
+
+pytestmark = pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 
 # No deadline: the first call of a kernel on a GPU backend compiles it.
 SETTINGS = settings(
@@ -71,3 +74,34 @@ def test_mse_equals_the_mean_of_squares(backend, pred, y):
     np.testing.assert_allclose(
         pn.to_numpy(grad), 2 * (pred - y) / pred.size, rtol=1e-12, atol=1e-15
     )
+
+
+# Any finite float64 input, in the containers NumPy users pass: polynn answers with finite
+# predictions or a polynn error, never a raw exception, a silent NaN or matrix semantics.
+host_inputs = arrays(
+    np.float64,
+    st.tuples(st.integers(1, 4), st.just(3)),
+    elements=st.floats(-1e308, 1e308) | st.floats(-10, 10),
+)
+containers = st.sampled_from(["array", "matrix", "masked", "list"])
+
+
+@SETTINGS
+@given(X=host_inputs, container=containers)
+def test_any_finite_input_gives_finite_predictions_or_a_polynn_error(backend, X, container):
+    net = pn.Sequential(pn.Dense(3, 4), pn.Tanh(), pn.Dense(4, 2), backend=backend, seed=0)
+    data = {
+        "array": X,
+        "matrix": np.asmatrix(X),
+        "masked": np.ma.array(X),
+        "list": X.tolist(),
+    }[container]
+    try:
+        out = pn.to_numpy(net.predict(data))
+    except pn.PolynnError as exc:  # values beyond float32, or that overflow inside the network
+        assert "beyond float32's range" in str(exc) or "overflow" in str(exc)
+        assert np.abs(X).max() > 1e30
+        return
+    assert type(out) is np.ndarray and out.shape == (X.shape[0], 2)
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out, pn.to_numpy(net.predict(np.asarray(X))))
