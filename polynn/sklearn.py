@@ -345,7 +345,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def fit(self, X: Any, y: Any) -> MLPRegressor:
         """Train on ``X`` (rows, features) and targets ``y`` (rows,) or (rows, targets)."""
         self._check_params()
-        X, y = validate_data(self, X, y, dtype=HOST_DTYPES, multi_output=True, y_numeric=True)
+        try:
+            X, y = validate_data(self, X, y, dtype=HOST_DTYPES, multi_output=True, y_numeric=True)
+        except ValueError as exc:  # string targets, say: scikit-learn's words, polynn's type
+            if isinstance(exc, pn.PolynnError):
+                raise
+            raise pn.PolynnValueError(f"{type(self).__name__}: {exc}") from exc
         self._y_1d = y.ndim == 1
         y2 = y.reshape(-1, 1) if self._y_1d else y
         # polynn casts y to the model's dtype, and says so when a value does not fit it.

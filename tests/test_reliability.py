@@ -334,3 +334,14 @@ def test_save_refuses_weights_that_are_not_finite(backend, tmp_path):
     with pytest.raises(pn.PolynnValueError, match="not all finite"):
         net.save(tmp_path / "good.npz")
     assert np.isfinite(pn.load(tmp_path / "good.npz").get_weights()[0]).all()
+
+
+def test_the_regressor_names_a_target_beyond_float32_and_refuses_strings():
+    sklearn = pytest.importorskip("polynn.sklearn", reason="needs scikit-learn")
+    Xr = np.random.default_rng(0).normal(size=(20, 2))
+    y = np.ones(20)
+    y[3] = 1e308
+    with pytest.raises(pn.PolynnValueError, match="beyond float32's range"):
+        sklearn.MLPRegressor(max_iter=2).fit(Xr, y)
+    with pytest.raises(pn.PolynnTypeError, match="y must hold real numbers"):
+        sklearn.MLPRegressor(max_iter=2).fit(Xr, np.array(["a", "b"] * 10))
