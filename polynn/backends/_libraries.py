@@ -190,6 +190,10 @@ class TorchBackend(Backend):
         torch = _import("torch", "torch", "pip install torch")
         xp = _import("array_api_compat.torch", "torch", "pip install array-api-compat")
         self._torch = torch
+        if isinstance(device, int) and not isinstance(device, bool):
+            count = torch.cuda.device_count()
+            if not 0 <= device < count:  # torch.device(int) would wrap it to 8 bits
+                raise _bad_device("torch", device, f"a CUDA device number below {count}")
         try:
             device = torch.device("cpu" if device is None else device)
         except (RuntimeError, TypeError):
