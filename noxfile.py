@@ -90,6 +90,17 @@ def tests_jax(session: nox.Session) -> None:
     _pytest(session, "jax")
 
 
+@nox.session(name="tests-mpi")
+def tests_mpi(session: nox.Session) -> None:
+    """Data-parallel training through mpiexec with 2 and 3 ranks, on NumPy and
+    array-api-strict (not in the default set: it installs mpi4py and the mpich library)."""
+    session.install("-e", ".[test,mpi]")
+    session.run(
+        "pytest", "tests/test_distributed.py", *session.posargs,
+        env={"POLYNN_TEST_BACKENDS": "numpy,array_api_strict"},
+    )  # fmt: skip
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: style, imports, and no numpy/cupy imports outside polynn/backends."""

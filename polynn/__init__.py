@@ -6,7 +6,7 @@ The same layers, losses and optimizers train on NumPy, CuPy or any conforming na
 
 __version__ = "0.1.0"
 
-from polynn import backends  # noqa: E402
+from polynn import backends, distributed  # noqa: E402
 from polynn.backends import to_numpy  # noqa: E402
 from polynn.callbacks import Callback, EarlyStopping, History  # noqa: E402
 from polynn.errors import (  # noqa: E402
@@ -63,6 +63,7 @@ __all__ = [
     "Tanh",
     "TrainingDivergedError",
     "backends",
+    "distributed",
     "load",
     "to_numpy",
 ]

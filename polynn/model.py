@@ -13,6 +13,8 @@ from polynn._checks import integer, number
 from polynn.backends import MATMUL_PRECISIONS, POLICIES, Backend, dtype_name, get
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
+from polynn.distributed import MPI, agreed
+from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.layers import Layer, Parameter, check_stack, fuse
 from polynn.losses import Loss, get_loss
@@ -201,6 +203,7 @@ class Sequential:
         validation_data: tuple[Any, Any] | None = None,
         validation_split: float = 0.0,
         callbacks: Sequence[Callback] | None = None,
+        distributed: MPI | None = None,
     ) -> History:
         """Train on ``(X, y)`` and return a ``History`` (``history.history[name]``: one float
         per epoch for the loss, each metric and, with validation data, their ``val_`` forms).
@@ -210,7 +213,8 @@ class Sequential:
         to ``SGD(lr=0.01)``; a second ``fit`` with the same optimizer continues its state.
         ``verbose=1`` shows a progress bar, ``verbose=0`` prints nothing.
         ``validation_split`` holds out that fraction of the last rows (before shuffling).
-        The loop itself is ``polynn.training.train``.
+        ``distributed=pn.distributed.MPI()`` trains data-parallel over the processes of an
+        MPI launch (see ``polynn.distributed``). The loop itself is ``polynn.training.train``.
         """
         epochs = integer(epochs, "epochs", 0)
         if batch_size is not None:
@@ -228,16 +232,25 @@ class Sequential:
         optimizer = get_optimizer(optimizer)
         metric_fns = metrics_for(metrics, loss, self.n_outputs)
         callbacks = check_callbacks(callbacks)
+        dist = distributed_check(distributed)
+        if dist is not None and self.mixed:
+            raise PolynnValueError(
+                f"distributed training runs in float32 or float64; dtype={self.dtype_name!r} "
+                "is not supported with distributed= yet."
+            )
         with self.backend.context(self.matmul_precision):
-            X, y = self._data(X, y, loss)
-            if validation_split:
-                X, y, validation = split(X, y, validation_split)
-            elif validation_data is not None:
-                validation = self._data(*validation_data, loss)
-            else:
-                validation = None
+            with agreed(dist):  # bad data on one rank stops every rank
+                X, y = self._data(X, y, loss)
+                if validation_split:
+                    X, y, validation = split(X, y, validation_split)
+                elif validation_data is not None:
+                    validation = self._data(*validation_data, loss)
+                else:
+                    validation = None
             optimizer.bind(self.params, self.backend)
             self.loss, self.optimizer = loss, optimizer
+            if dist is not None and dist.sharded:
+                batch_size = dist.local_batch_size(batch_size, X.shape[0])
             batches = ArrayBatches(
                 X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng
             )
@@ -252,6 +265,7 @@ class Sequential:
                 validation=validation,
                 callbacks=callbacks,
                 verbose=bool(verbose),
+                dist=dist,
             )
 
     def evaluate(
@@ -262,20 +276,24 @@ class Sequential:
         loss: str | Loss | None = None,
         metrics: Sequence[str] | None = None,
         batch_size: int | None = None,
+        distributed: MPI | None = None,
     ) -> dict[str, float]:
         """``{"loss": ..., "<metric>": ...}`` over all of ``(X, y)``.
 
-        ``loss=None`` takes the loss of the last ``fit``, or MSE before any.
+        ``loss=None`` takes the loss of the last ``fit``, or MSE before any. With
+        ``distributed``, each rank scores its share (or, sharded, its own rows) and every rank
+        returns the figures of all the data.
         """
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
         loss = get_loss(loss if loss is not None else (self.loss or "mse"), self.backend)
         metric_fns = metrics_for(metrics, loss, self.n_outputs)
+        dist = distributed_check(distributed)
         with self.backend.context(self.matmul_precision), self._half_weights():
-            X, y = self._data(X, y, loss)
-            return score(
-                layers_for(self._layers, loss), X, y, loss, metric_fns, batch_size, self.backend
-            )
+            with agreed(dist):
+                X, y = self._data(X, y, loss)
+            layers = layers_for(self._layers, loss)
+            return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist)
 
     # -- weights and files ------------------------------------------------------------------
     def get_weights(self) -> list[Any]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
+from polynn.distributed import MPI, agreed, weighted_means
 from polynn.errors import PolynnTypeError, PolynnValueError, TrainingDivergedError
 from polynn.layers import Identity, Layer, Softmax
 from polynn.losses import BinaryCrossEntropy, CrossEntropy, Loss
@@ -114,6 +115,36 @@ class ArrayBatches:
         xp = self._backend.xp
         order = self._backend.from_numpy(self._rng.permutation(self.rows))
         return self._slice(xp.take(self._X, order, axis=0), xp.take(self._y, order, axis=0))
+
+
+class RankBatches:
+    """This rank's part of each batch of data-parallel training (see ``polynn.distributed``):
+    its share of every global batch of ``batches`` (replicated data), or its own next batch
+    (sharded data, padded with empty batches to the steps of the largest shard). ``sizes``
+    and ``rows`` are those of the global batches, summed over the ranks."""
+
+    def __init__(self, batches: ArrayBatches, dist: MPI) -> None:
+        self._batches, self._dist = batches, dist
+        if dist.sharded:
+            everyone = dist.comm.allgather(batches.sizes)
+            steps = max(len(sizes) for sizes in everyone)
+            self.sizes = [sum(s[i] for s in everyone if i < len(s)) for i in range(steps)]
+        else:
+            self.sizes = list(batches.sizes)
+        self.rows = sum(self.sizes)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def epoch(self) -> list[tuple[Any, Any]]:
+        local = self._batches.epoch()
+        if not self._dist.sharded:
+            share = self._dist.share
+            return [(x[slice(*share(x.shape[0])), ...], y[slice(*share(x.shape[0])), ...])
+                    for x, y in local]  # fmt: skip
+        x0, y0 = local[0]
+        empty = (x0[:0, ...], y0[:0, ...])
+        return local + [empty] * (len(self.sizes) - len(local))
 
 
 def layers_for(layers: list[Layer], loss: Loss | None) -> list[Layer]:
@@ -218,11 +249,63 @@ def make_mixed_step(
     return step
 
 
+def make_distributed_step(
+    layers: Sequence[Layer], loss: Loss, optimizer: Optimizer, model: Sequential, dist: MPI
+) -> Step:
+    """The training step of one rank of data-parallel training: forward and backward on this
+    rank's rows, then one collective that sums over the ranks each gradient times its rows,
+    the rows themselves and whether a rank failed; every rank then divides by the rows and
+    applies the same update. Returns the batch's loss summed over this rank's rows."""
+    forwards = [layer.forward for layer in layers]
+    backwards = [layer.backward for layer in reversed(layers)]
+    value_and_grad, update = loss.value_and_grad, optimizer.step
+    backend, params = model.backend, model.params
+    xp, send = backend.xp, dist.transport(backend).allreduce
+    zero = xp.asarray(0.0, dtype=model.dtype, device=backend.device)
+
+    def step(x: Any, y: Any) -> tuple[Any, Any]:
+        rows, error, value = x.shape[0], None, zero
+        grads = None
+        try:
+            out = x
+            for forward in forwards:
+                out = forward(out)
+            if rows:
+                value, grad = value_and_grad(out, y)
+                for backward in backwards:
+                    grad = backward(grad)
+                grads = [p.grad * rows for p in params]
+                value = value * rows
+        except Exception as exc:  # the other ranks must hear of it, not wait for this one
+            error, out = exc, x
+        if grads is None:
+            grads = [xp.zeros_like(p.value) for p in params]
+        flags = backend.from_numpy([float(rows), float(error is not None)], model.dtype)
+        summed = send([*grads, flags], backend)
+        total_rows, failed = backend.to_numpy(summed[-1]).tolist()
+        if failed:
+            dist.agree(error)
+        for p, g in zip(params, summed):
+            p.grad = g / total_rows
+        update()
+        return value, out
+
+    return step
+
+
 class Summary:
     """The per-batch losses and metric counts of one pass, reduced to the pass's logs."""
 
-    def __init__(self, values: list[Any], counts: dict[str, list[Any]], backend: Backend) -> None:
-        self.values, self.counts, self.backend = values, counts, backend
+    def __init__(
+        self,
+        values: list[Any],
+        counts: dict[str, list[Any]],
+        backend: Backend,
+        dist: MPI | None = None,
+    ) -> None:
+        """With ``dist``, ``values`` are each batch's loss summed over this rank's rows, and
+        losses and counts are summed over the ranks."""
+        self.values, self.counts, self.backend, self.dist = values, counts, backend, dist
 
     def to_host(self, values: list[Any]) -> list[float]:
         """Floats from a list of 0-d device arrays, in one transfer."""
@@ -234,12 +317,17 @@ class Summary:
         """The logs of a pass over batches of ``sizes`` rows (the loss as a mean over rows,
         each metric's correct rows over all rows) and the per-batch losses."""
         batch_losses = self.to_host(self.values)
+        counts = {name: sum(self.to_host(c)) for name, c in self.counts.items()}
+        if self.dist is not None:  # one collective: every batch's loss and every count
+            summed = self.dist.sum_floats([*batch_losses, *counts.values()], self.backend)
+            batch_losses = weighted_means(summed[: len(sizes)], sizes)
+            counts = dict(zip(counts, summed[len(sizes) :]))
         if len(batch_losses) == 1:
             logs = {"loss": batch_losses[0]}
         else:
             logs = {"loss": sum(map(operator.mul, batch_losses, sizes)) / rows}
-        for name, batch_counts in self.counts.items():
-            logs[name] = sum(self.to_host(batch_counts)) / rows
+        for name, count in counts.items():
+            logs[name] = count / rows
         return logs, batch_losses
 
 
@@ -251,24 +339,44 @@ def score(
     metrics: Metrics,
     batch_size: int | None,
     backend: Backend,
+    dist: MPI | None = None,
 ) -> dict[str, float]:
-    """The loss and metrics of the network over ``(X, y)``, in batches, without updates."""
+    """The loss and metrics of the network over ``(X, y)``, in batches, without updates.
+
+    With ``dist`` each rank scores its share of the rows (replicated data) or its own rows
+    (sharded), and the sums are added over the ranks."""
     xp = backend.xp
+    if dist is not None and not dist.sharded:
+        start, stop = dist.share(X.shape[0])
+        X, y = X[start:stop, ...], y[start:stop, ...]
     values: list[Any] = []
     counts: dict[str, list[Any]] = {name: [] for name in metrics}
-    batch_spans = spans(X.shape[0], batch_size)
+    batch_spans = spans(X.shape[0], batch_size) if X.shape[0] else []
     for start, stop in batch_spans:
         yb = y[start:stop, ...]
         out = xp.astype(run(layers, X[start:stop, ...]), yb.dtype, copy=False)  # from half
-        values.append(loss.value(out, yb))
+        value = loss.value(out, yb)
+        values.append(value if dist is None else value * (stop - start))
         for name, fn in metrics.items():
             counts[name].append(fn(out, yb, xp))
     sizes = [b - a for a, b in batch_spans]
-    return Summary(values, counts, backend).logs(sizes, X.shape[0])[0]
+    if dist is None:
+        return Summary(values, counts, backend).logs(sizes, X.shape[0])[0]
+    local = [
+        sum(Summary([], {}, backend).to_host(v)) if v else 0.0 for v in (values, *counts.values())
+    ]
+    total = dist.sum_floats([*local, float(X.shape[0])], backend)
+    rows = total[-1]
+    return {"loss": total[0] / rows, **{name: c / rows for name, c in zip(counts, total[1:-1])}}
+
+
+def _host_sum(values: list[Any], backend: Backend) -> float:
+    """The sum of 0-d device arrays, as a host float (0.0 for none)."""
+    return sum(Summary(values, {}, backend).to_host(values)) if values else 0.0
 
 
 def epochs_of(
-    batches: ArrayBatches,
+    batches: ArrayBatches | RankBatches,
     step: Step,
     metrics: Metrics,
     backend: Backend,
@@ -276,12 +384,14 @@ def epochs_of(
     optimizer: Optimizer,
     tick: Callable[[], None] | None,
     scaler: LossScale | None = None,
+    dist: MPI | None = None,
 ) -> Iterator[dict[str, float]]:
     """Train epoch after epoch, yielding each one's logs (loss and metrics); a loss that
     turns inf or NaN raises ``TrainingDivergedError``."""
     xp = backend.xp
     isfinite = math.isfinite
-    quick = len(batches) == 1 and not metrics  # a tiny network's common case, kept cheap
+    # A tiny network's common case, kept cheap:
+    quick = len(batches) == 1 and not metrics and dist is None
     for epoch in range(epochs):
         values: list[Any] = []
         counts: dict[str, list[Any]] = {name: [] for name in metrics} if metrics else {}
@@ -297,7 +407,8 @@ def epochs_of(
             batch_losses = [float(value)]
             logs = {"loss": batch_losses[0]}
         else:
-            logs, batch_losses = Summary(values, counts, backend).logs(batches.sizes, batches.rows)
+            summary = Summary(values, counts, backend, dist)
+            logs, batch_losses = summary.logs(batches.sizes, batches.rows)
         if not isfinite(logs["loss"]):
             bad = next(i for i, v in enumerate(batch_losses) if not isfinite(v))
             raise TrainingDivergedError(
@@ -374,10 +485,18 @@ def train(
     validation: tuple[Any, Any] | None,
     callbacks: Sequence[Callback],
     verbose: bool,
+    dist: MPI | None = None,
 ) -> History:
     """Run ``epochs`` epochs of ``batches`` through ``layers``, reporting to the callbacks
-    and the progress bar after each; return the ``History``."""
+    and the progress bar after each; return the ``History``. With ``dist``, this rank's part
+    of data-parallel training (``polynn.distributed``)."""
     backend = model.backend
+    if dist is not None:
+        values = dist.transport(backend).broadcast([p.value for p in model.params], backend)
+        for p, value in zip(model.params, values):
+            p.value = value
+        batches = RankBatches(batches, dist)
+        verbose = verbose and dist.is_root
     history = History()
     callbacks = [history, *callbacks]
     for cb in callbacks:
@@ -386,8 +505,10 @@ def train(
     model.stop_training = False
     progress = Progress(epochs, len(batches), enabled=verbose)
     tick = progress.batch_done if progress.per_batch else None
-    guarded = len(batches) == 1
-    if model.mixed:
+    guarded = len(batches) == 1 and dist is None
+    if dist is not None:
+        step = make_distributed_step(layers, loss, optimizer, model, dist)
+    elif model.mixed:
         step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded)
     else:
         step = make_step(layers, loss, optimizer, guarded=guarded)
@@ -396,11 +517,13 @@ def train(
     epoch, source = -1, "training"  # the last epoch that ended finite; what diverged
     try:
         for epoch, logs in enumerate(
-            epochs_of(batches, step, metrics, backend, epochs, optimizer, tick, model.loss_scale)
+            epochs_of(
+                batches, step, metrics, backend, epochs, optimizer, tick, model.loss_scale, dist
+            )
         ):
             if validation is not None:
                 with model._half_weights():
-                    scores = score(layers, *validation, loss, metrics, None, backend)
+                    scores = score(layers, *validation, loss, metrics, None, backend, dist)
                 logs.update({f"val_{k}": v for k, v in scores.items()})
                 if not math.isfinite(logs["val_loss"]):
                     source = "validation"
@@ -415,8 +538,9 @@ def train(
                 snapshot.take(epoch + 1)
             if progress.enabled:
                 progress.end_epoch(logs)
-            for cb in callbacks:
-                cb.on_epoch_end(epoch, logs)
+            with agreed(dist):  # a callback that raises on one rank stops every rank
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
         if epochs and not snapshot.finite():

@@ -1,0 +1,36 @@
+"""The data, network and fit arguments shared by ``test_distributed.py`` and the MPI worker."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import polynn as pn
+
+ROWS = 22  # not a multiple of the batch size nor of 2 or 3 ranks: uneven shares
+FIT = {
+    "replicated": dict(loss="cross_entropy", optimizer=None, epochs=4, batch_size=8,
+                       shuffle=True, metrics=["accuracy"], verbose=0),
+    "sharded": dict(loss="cross_entropy", optimizer=None, epochs=3, batch_size=6,
+                    shuffle=False, metrics=["accuracy"], verbose=0),
+}  # fmt: skip
+FIT["bad-data"] = FIT["failing-step"] = FIT["replicated"]
+
+
+def data():
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(ROWS, 4))
+    y = rng.integers(0, 3, size=ROWS)
+    return X, y, rng.normal(size=(9, 4)), rng.integers(0, 3, size=9)
+
+
+def network(backend):
+    net = pn.Sequential(
+        pn.Dense(4, 6), pn.Tanh(), pn.Dense(6, 3), backend=backend, dtype="float64", seed=3
+    )
+    return net
+
+
+def fit_arguments(mode):
+    arguments = dict(FIT[mode])
+    arguments["optimizer"] = pn.SGD(0.1, momentum=0.9)
+    return arguments

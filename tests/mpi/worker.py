@@ -1,0 +1,54 @@
+"""One rank of the distributed tests: ``mpiexec -n N python worker.py BACKEND MODE OUT``.
+
+Trains the network of ``tests/test_distributed.py`` with ``distributed=pn.distributed.MPI()``
+and writes what this rank ended with (weights, history, or the error it raised) to OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import distributed_setup as setup  # noqa: E402
+
+import polynn as pn  # noqa: E402
+
+backend, mode, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+if backend == "jax":
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+dist = pn.distributed.MPI(sharded=mode == "sharded")
+X, y, Xv, yv = setup.data()
+net = setup.network(backend)
+kwargs = setup.fit_arguments(mode)
+if mode == "sharded":
+    start, stop = dist.share(len(X))
+    X, y = X[start:stop], y[start:stop]
+if mode == "bad-data" and dist.rank == 1:
+    X = X.copy()
+    X[0, 0] = np.nan
+if mode == "failing-step" and dist.rank == 1:
+    forward, calls = net.layers[0].forward, []
+
+    def failing(x):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("this layer broke on rank 1")
+        return forward(x)
+
+    net.layers[0].forward = failing
+report: dict = {"rank": dist.rank, "size": dist.size}
+try:
+    hist = net.fit(X, y, validation_data=(Xv, yv), distributed=dist, **kwargs)
+    report["history"] = hist.history
+    report["evaluate"] = net.evaluate(Xv, yv, metrics=["accuracy"], distributed=dist)
+    np.savez(out / f"weights{dist.rank}.npz", *net.get_weights())
+except Exception as exc:
+    report["error"] = [type(exc).__name__, str(exc), isinstance(exc, pn.PolynnError)]
+(out / f"report{dist.rank}.json").write_text(json.dumps(report))

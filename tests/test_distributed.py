@@ -1,0 +1,108 @@
+"""Data-parallel training over MPI: N ranks equal one process on the same global batches.
+
+Each test launches ``mpiexec -n N python tests/mpi/worker.py`` and compares what every rank
+wrote with a single-process run in this process. They need mpi4py and an MPI library
+(``pip install "polynn[mpi]"``, the ``tests-mpi`` nox session); without them they skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed_setup import data, fit_arguments, network
+
+import polynn as pn
+
+WORKER = Path(__file__).resolve().parent / "mpi" / "worker.py"
+
+
+def mpiexec() -> str:
+    pytest.importorskip("mpi4py", reason="distributed training needs mpi4py (polynn[mpi])")
+    path = shutil.which("mpiexec")
+    if path is None:
+        pytest.skip("no mpiexec on the PATH (pip install mpich, or a system MPI)")
+    return path
+
+
+def launch(ranks, backend, mode, out):
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    done = subprocess.run(
+        [mpiexec(), "-n", str(ranks), sys.executable, str(WORKER), backend.name, mode, str(out)],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = [json.loads((out / f"report{r}.json").read_text()) for r in range(ranks)]
+    return reports
+
+
+def single_process(backend, mode):
+    X, y, Xv, yv = data()
+    net = network(backend)
+    if mode == "sharded":  # the rows of each step, in the order the ranks hold them
+        X, y = interleaved(X, 2, 3), interleaved(y, 2, 3)
+    hist = net.fit(X, y, validation_data=(Xv, yv), **fit_arguments(mode))
+    return net, hist.history
+
+
+def interleaved(a, ranks, local):
+    """The rows of ``a`` reordered as sharded steps take them: step k is every rank's k-th
+    batch of ``local`` rows, rank after rank (shards are the ranks' even shares)."""
+    base, extra = divmod(len(a), ranks)
+    bounds = np.cumsum([0] + [base + (r < extra) for r in range(ranks)])
+    shards = [a[bounds[r] : bounds[r + 1]] for r in range(ranks)]
+    steps = max(-(-len(s) // local) for s in shards)
+    return np.concatenate([s[k * local : (k + 1) * local] for k in range(steps) for s in shards])
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_train_as_one_process_on_the_same_global_batches(backend, tmp_path, ranks):
+    reports = launch(ranks, backend, "replicated", tmp_path)
+    net, history = single_process(backend, "replicated")
+    for rank, report in enumerate(reports):
+        assert "error" not in report, report
+        for key, values in history.items():
+            np.testing.assert_allclose(report["history"][key], values, rtol=1e-12, atol=1e-14)
+        with np.load(tmp_path / f"weights{rank}.npz") as got:
+            for i, want in enumerate(net.get_weights()):
+                np.testing.assert_allclose(got[f"arr_{i}"], want, rtol=1e-12, atol=1e-14)
+    assert all(r["history"] == reports[0]["history"] for r in reports)
+    want = net.evaluate(*data()[2:], metrics=["accuracy"])
+    for report in reports:
+        assert report["evaluate"] == pytest.approx(want, rel=1e-12)
+
+
+def test_sharded_ranks_train_as_one_process_on_their_combined_steps(backend, tmp_path):
+    reports = launch(2, backend, "sharded", tmp_path)
+    net, history = single_process(backend, "sharded")
+    for rank, report in enumerate(reports):
+        assert "error" not in report, report
+        np.testing.assert_allclose(report["history"]["loss"], history["loss"], rtol=1e-12)
+        with np.load(tmp_path / f"weights{rank}.npz") as got:
+            for i, want in enumerate(net.get_weights()):
+                np.testing.assert_allclose(got[f"arr_{i}"], want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["bad-data", "failing-step"])
+def test_a_failing_rank_stops_every_rank_with_its_error(backend, tmp_path, mode):
+    reports = launch(3, backend, mode, tmp_path)
+    errors = [report["error"] for report in reports]
+    assert all(error is not None for error in errors)
+    own = errors[1]
+    assert own[0] == ("PolynnValueError" if mode == "bad-data" else "RuntimeError")
+    for rank in (0, 2):
+        name, message, is_polynn = errors[rank]
+        assert is_polynn and message.startswith("rank 1 of 3 failed:")
+        assert own[1] in message
+
+
+def test_distributed_must_be_an_mpi_object():
+    net = network("numpy")
+    with pytest.raises(pn.PolynnValueError, match="polynn.distributed.MPI"):
+        net.fit(np.ones((2, 4)), [0, 1], loss="cross_entropy", distributed="mpi", verbose=0)
