@@ -16,6 +16,7 @@ once per ``fit``: on a tiny network the Python overhead of a step is as large as
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -250,43 +251,50 @@ def make_mixed_step(
 
 
 def make_distributed_step(
-    layers: Sequence[Layer], loss: Loss, optimizer: Optimizer, model: Sequential, dist: MPI
+    layers: Sequence[Layer],
+    loss: Loss,
+    optimizer: Optimizer,
+    model: Sequential,
+    dist: MPI,
+    sizes: Sequence[int],
 ) -> Step:
     """The training step of one rank of data-parallel training: forward and backward on this
-    rank's rows, then one collective that sums over the ranks each gradient times its rows,
-    the rows themselves and whether a rank failed; every rank then divides by the rows and
-    applies the same update. Returns the batch's loss summed over this rank's rows."""
+    rank's rows of a global batch (``sizes``: the global batches' rows, in the order the steps
+    take them), with the loss gradient weighted by this rank's share of the rows so that the
+    parameter gradients need only be summed over the ranks: one collective, which also says
+    whether a rank failed. Every rank then applies the same update. Returns the batch's loss
+    summed over this rank's rows."""
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
     value_and_grad, update = loss.value_and_grad, optimizer.step
     backend, params = model.backend, model.params
     xp, send = backend.xp, dist.transport(backend).allreduce
     zero = xp.asarray(0.0, dtype=model.dtype, device=backend.device)
+    totals = itertools.cycle(sizes)
 
     def step(x: Any, y: Any) -> tuple[Any, Any]:
-        rows, error, value = x.shape[0], None, zero
-        grads = None
+        rows, total, error, value, grads = x.shape[0], next(totals), None, zero, None
         try:
             out = x
             for forward in forwards:
                 out = forward(out)
             if rows:
                 value, grad = value_and_grad(out, y)
+                grad = grad * (rows / total)
                 for backward in backwards:
                     grad = backward(grad)
-                grads = [p.grad * rows for p in params]
+                grads = [p.grad for p in params]
                 value = value * rows
         except Exception as exc:  # the other ranks must hear of it, not wait for this one
             error, out = exc, x
         if grads is None:
             grads = [xp.zeros_like(p.value) for p in params]
-        flags = backend.from_numpy([float(rows), float(error is not None)], model.dtype)
-        summed = send([*grads, flags], backend)
-        total_rows, failed = backend.to_numpy(summed[-1]).tolist()
-        if failed:
+        failed = backend.from_numpy([float(error is not None)], model.dtype)
+        summed = send([*grads, failed], backend)
+        if backend.to_numpy(summed[-1])[0]:
             dist.agree(error)
         for p, g in zip(params, summed):
-            p.grad = g / total_rows
+            p.grad = g
         update()
         return value, out
 
@@ -507,7 +515,7 @@ def train(
     tick = progress.batch_done if progress.per_batch else None
     guarded = len(batches) == 1 and dist is None
     if dist is not None:
-        step = make_distributed_step(layers, loss, optimizer, model, dist)
+        step = make_distributed_step(layers, loss, optimizer, model, dist, batches.sizes)
     elif model.mixed:
         step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded)
     else:
