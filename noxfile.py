@@ -94,11 +94,12 @@ def tests_jax(session: nox.Session) -> None:
 def tests_mpi(session: nox.Session) -> None:
     """Data-parallel training through mpiexec with 2 and 3 ranks, on NumPy and
     array-api-strict (not in the default set: it installs mpi4py and the mpich library)."""
-    session.install("-e", ".[test,mpi]")
+    session.install("-e", ".[test,mpi,examples]")
     session.run(
         "pytest", "tests/test_distributed.py", *session.posargs,
         env={"POLYNN_TEST_BACKENDS": "numpy,array_api_strict"},
     )  # fmt: skip
+    session.run("mpiexec", "-n", "2", "python", "examples/distributed.py", "--quick")
 
 
 @nox.session
