@@ -15,17 +15,17 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from _requires import require
 
 import polynn as pn
 
 
 def load_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Train and test arrays: pixels scaled to [0, 1], labels 0..9."""
-    digits = load_digits()
+    digits = require("sklearn.datasets").load_digits()
     X = digits.data / 16.0
-    return train_test_split(X, digits.target, test_size=0.2, random_state=0)
+    split = require("sklearn.model_selection").train_test_split
+    return split(X, digits.target, test_size=0.2, random_state=0)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--plot", metavar="PNG", help="write the loss curves to this file")
     args = parser.parse_args()
+    if args.plot:
+        require("matplotlib")  # before training, not after it
 
     X_train, X_test, y_train, y_test = load_data()
     net = pn.Sequential(

@@ -32,7 +32,11 @@ def make_data(num_samples: int | None) -> dict:
     # `import mnist1d` would import this file instead.
     here = Path(__file__).resolve().parent
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    from mnist1d.data import get_dataset_args, make_dataset
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as exc:
+        sys.exit(f'{sys.argv[0]} needs mnist1d ({exc}); install the examples\' extras with: '
+                 'pip install -e ".[examples]"')  # fmt: skip
 
     if num_samples is None:
         return make_dataset()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from _requires import require
 
 import polynn as pn
 
@@ -55,6 +56,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="30 epochs (for CI)")
     parser.add_argument("--plot", metavar="PNG", help="draw the data and the fit to this file")
     args = parser.parse_args()
+    if args.plot:
+        require("matplotlib")  # before training, not after it
 
     rng = np.random.default_rng(args.seed)
     x_train, y_train = make_data(1000, rng)

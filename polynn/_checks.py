@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from polynn.errors import PolynnTypeError, PolynnValueError
@@ -62,3 +64,18 @@ def number(
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise PolynnValueError(f"{what} must lie in {interval}; got {value!r}.")
     return value
+
+
+def unknown_name(
+    kind: str, name: Any, valid: Iterable[str], aliases: dict[str, str] | None = None
+) -> str:
+    """The message for a name that is not one of ``valid``, with the closest one suggested
+    ("unknown loss 'mes'; did you mean 'mse'? valid names are [...]"); ``aliases`` maps other
+    words people use (``"gpu"``) to the name they mean."""
+    valid = list(valid)
+    text = str(name)
+    close = [v for v in valid if v.lower() == text.lower()]
+    close = close or [v for k, v in (aliases or {}).items() if k == text.lower()]
+    close = close or difflib.get_close_matches(text.lower(), valid, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown {kind} {name!r}; {hint}valid names are {valid}."

@@ -47,6 +47,15 @@ class History(Callback):
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
 
+    def __getitem__(self, name: str) -> list[float]:
+        """``history[name]``, the same list as ``history.history[name]``."""
+        try:
+            return self.history[name]
+        except KeyError:
+            raise PolynnValueError(
+                f"the history has no {name!r}; it holds {sorted(self.history)}."
+            ) from None
+
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
 

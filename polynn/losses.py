@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from polynn._checks import number
+from polynn._checks import number, unknown_name
 from polynn.backends import Backend
 from polynn.errors import PolynnTypeError, PolynnValueError
 
@@ -40,9 +40,16 @@ def _column(y: Any, n_outputs: int, backend: Backend) -> Any:
     if y.ndim == 1 and n_outputs == 1:
         y = backend.xp.reshape(y, (y.shape[0], 1))
     if y.ndim != 2 or y.shape[1] != n_outputs:
+        hint = ""
+        if y.ndim == 1 and n_outputs > 1:
+            hint = (
+                " If y holds class labels, train with loss='cross_entropy' (one output per class)."
+            )
         raise PolynnValueError(
             f"y has shape {tuple(y.shape)}, but the network has {n_outputs} output(s); "
-            f"expected shape (rows, {n_outputs})" + (" or (rows,)." if n_outputs == 1 else ".")
+            f"expected shape (rows, {n_outputs})"
+            + (" or (rows,)." if n_outputs == 1 else ".")
+            + hint
         )
     return y
 
@@ -118,8 +125,13 @@ class CrossEntropy(Loss):
                     f"class labels must lie in [0, {n_outputs - 1}] for a network with "
                     f"{n_outputs} outputs; y holds labels from {low} to {high}."
                 )
-            y = xp.astype(y, xp.int64)  # narrow integer types would wrap in the comparison
-            classes = xp.arange(n_outputs, dtype=xp.int64, device=backend.device)
+            # The namespace's default integer type (int32 on JAX without 64-bit mode, which
+            # would warn about int64): labels were checked to lie below n_outputs, and a
+            # narrower type could wrap in the comparison.
+            info = xp.__array_namespace_info__()
+            integer = info.default_dtypes(device=backend.device)["integral"]
+            y = xp.astype(y, integer)
+            classes = xp.arange(n_outputs, dtype=integer, device=backend.device)
             return xp.astype(y[:, None] == classes, backend.dtype(dtype))
         y = _column(xp.astype(y, backend.dtype(dtype)), n_outputs, backend)
         rows_ok = xp.all(y >= 0) & xp.all(xp.abs(xp.sum(y, axis=1) - 1.0) <= 1e-4)
@@ -145,7 +157,7 @@ def get_loss(loss: str | Loss, backend: Backend) -> Loss:
     """A loss object bound to ``backend`` from a name or an instance."""
     if isinstance(loss, str):
         if loss not in LOSSES:
-            raise PolynnValueError(f"unknown loss {loss!r}; valid names are {list(LOSSES)}.")
+            raise PolynnValueError(unknown_name("loss", loss, LOSSES))
         loss = LOSSES[loss]()
     elif not isinstance(loss, Loss):
         raise PolynnTypeError(

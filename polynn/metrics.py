@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from polynn._checks import unknown_name
 from polynn.errors import PolynnTypeError, PolynnValueError
 
 __all__ = ["METRICS", "accuracy_count", "get_metrics"]
@@ -46,5 +47,6 @@ def get_metrics(
         )
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise PolynnValueError(f"unknown metric(s) {unknown}; valid names are {list(METRICS)}.")
+        suggestion = unknown_name("metric", unknown[0], METRICS).split("; ", 1)[1]
+        raise PolynnValueError(f"unknown metric(s) {unknown}; {suggestion}")
     return {m: functools.partial(METRICS[m], binary=binary) for m in metrics}

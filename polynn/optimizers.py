@@ -10,10 +10,11 @@ parameters' own backend and device. ``lr`` is read at every step: changing it be
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from polynn._checks import number
+from polynn._checks import number, unknown_name
 from polynn.backends import Backend
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.layers import Parameter
@@ -21,10 +22,28 @@ from polynn.layers import Parameter
 __all__ = ["SGD", "Adam", "Optimizer", "get_optimizer"]
 
 
+#: Keyword names other libraries use, and polynn's for them.
+ALIASES = {
+    "learning_rate": "lr",
+    "beta_1": "beta1",
+    "beta_2": "beta2",
+    "epsilon": "eps",
+    "decay": "weight_decay",
+    "nesterovs_momentum": "nesterov",
+}
+
+
 class Optimizer:
     """Base class: ``bind`` hands over the parameters, ``step`` applies their gradients."""
 
-    def __init__(self, lr: float) -> None:
+    def __init__(self, lr: float, **unknown: Any) -> None:
+        if unknown:
+            name = next(iter(unknown))
+            valid = [k for k in inspect.signature(type(self)).parameters if k != "unknown"]
+            hint = f"did you mean {ALIASES[name]!r}? " if ALIASES.get(name) in valid else ""
+            raise PolynnTypeError(
+                f"{type(self).__name__} has no argument {name!r}; {hint}its arguments are {valid}."
+            )
         self.lr = number(lr, f"{type(self).__name__} lr", 0.0, low_open=True)
         self.params: Sequence[Parameter] = ()
         self.state: list[dict[str, Any]] = []
@@ -93,8 +112,9 @@ class SGD(Optimizer):
         momentum: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
+        **unknown: Any,
     ) -> None:
-        super().__init__(lr)
+        super().__init__(lr, **unknown)
         self.momentum = number(momentum, "SGD momentum", 0.0, 1.0)
         self.weight_decay = number(weight_decay, "SGD weight_decay", 0.0)
         if nesterov and self.momentum == 0.0:
@@ -132,8 +152,9 @@ class Adam(Optimizer):
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        **unknown: Any,
     ) -> None:
-        super().__init__(lr)
+        super().__init__(lr, **unknown)
         self.beta1 = number(beta1, "Adam beta1", 0.0, 1.0)
         self.beta2 = number(beta2, "Adam beta2", 0.0, 1.0)
         self.eps = number(eps, "Adam eps", 0.0, low_open=True)
@@ -171,9 +192,7 @@ def get_optimizer(optimizer: str | Optimizer | None) -> Optimizer:
         return SGD()
     if isinstance(optimizer, str):
         if optimizer not in OPTIMIZERS:
-            raise PolynnValueError(
-                f"unknown optimizer {optimizer!r}; valid names are {list(OPTIMIZERS)}."
-            )
+            raise PolynnValueError(unknown_name("optimizer", optimizer, OPTIMIZERS))
         return OPTIMIZERS[optimizer]()
     if not isinstance(optimizer, Optimizer):
         raise PolynnTypeError(

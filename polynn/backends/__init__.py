@@ -14,6 +14,7 @@ import logging
 import os
 from typing import Any
 
+from polynn._checks import unknown_name
 from polynn.backends._core import DTYPES, MATMUL_PRECISIONS, POLICIES, Backend, dtype_name
 from polynn.backends._libraries import LIBRARIES, NamespaceBackend, registered_name
 from polynn.backends.host import to_numpy
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 ENV_VAR = "POLYNN_BACKEND"
+#: What people also call the backends (for "did you mean" in the error).
+ALIASES = {"gpu": "cupy", "cuda": "cupy", "cpu": "numpy", "np": "numpy", "pytorch": "torch"}
 DEFAULT = "numpy"
 _log = logging.getLogger("polynn")
 
@@ -68,8 +71,11 @@ def get(name: Any = None, device: Any = None) -> Backend:
         ) from None
     if isinstance(name, Backend):
         return name if device is None else get(name.name, device)
+    source = ""
     if name is None:
         name = os.environ.get(ENV_VAR) or DEFAULT
+        if os.environ.get(ENV_VAR):
+            source = f" (from the {ENV_VAR} environment variable)"
     if not isinstance(name, str):
         known = registered_name(name)
         if known is not None:
@@ -89,7 +95,8 @@ def get(name: Any = None, device: Any = None) -> Backend:
         _log.info("backend='auto' chose cupy on %s", chosen.device)
         return chosen
     if name not in LIBRARIES:
-        raise PolynnValueError(f"unknown backend {name!r}; valid names are {names()}.")
+        message = unknown_name("backend", name, names(), ALIASES)
+        raise PolynnValueError(message.rstrip(".") + source + ".")
     return _cached(name, device)
 
 

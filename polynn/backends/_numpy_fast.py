@@ -56,5 +56,6 @@ def namespace() -> types.ModuleType:
     xp = types.ModuleType("polynn.backends.numpy_fast", __doc__)
     xp.__dict__.update({k: v for k, v in vars(np).items() if not k.startswith("__")})
     xp.__array_api_version__ = np.__array_api_version__
+    xp.__array_namespace_info__ = np.__array_namespace_info__
     xp.sum, xp.max, xp.astype = _sum, _max, _astype
     return xp
