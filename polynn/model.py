@@ -211,7 +211,9 @@ class Sequential:
         ``batch_size=None`` trains on the full batch; ``shuffle`` reorders the rows each
         epoch (from the model's seed) when there are several batches. ``optimizer`` defaults
         to ``SGD(lr=0.01)``; a second ``fit`` with the same optimizer continues its state.
-        ``verbose=1`` shows a progress bar, ``verbose=0`` prints nothing.
+        ``verbose=1`` shows a progress bar over the epochs, ``verbose=2`` also one over each
+        epoch's batches, ``verbose=0`` nothing; where stderr is not a terminal, one line per
+        epoch instead of bars.
         ``validation_split`` holds out that fraction of the last rows (before shuffling).
         ``distributed=pn.distributed.MPI()`` trains data-parallel over the processes of an
         MPI launch (see ``polynn.distributed``). The loop itself is ``polynn.training.train``.
@@ -219,8 +221,8 @@ class Sequential:
         epochs = integer(epochs, "epochs", 0)
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
-        if verbose not in (0, 1):
-            raise PolynnValueError(f"verbose must be 0 or 1; got {verbose!r}.")
+        if verbose not in (0, 1, 2):
+            raise PolynnValueError(f"verbose must be 0, 1 or 2; got {verbose!r}.")
         validation_split = number(validation_split, "validation_split", 0.0, 1.0)
         if validation_split and validation_data is not None:
             raise PolynnValueError("pass validation_data or validation_split, not both.")
@@ -264,7 +266,7 @@ class Sequential:
                 epochs=epochs,
                 validation=validation,
                 callbacks=callbacks,
-                verbose=bool(verbose),
+                verbose=int(verbose),
                 dist=dist,
             )
 

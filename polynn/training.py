@@ -492,7 +492,7 @@ def train(
     epochs: int,
     validation: tuple[Any, Any] | None,
     callbacks: Sequence[Callback],
-    verbose: bool,
+    verbose: int,
     dist: MPI | None = None,
 ) -> History:
     """Run ``epochs`` epochs of ``batches`` through ``layers``, reporting to the callbacks
@@ -504,14 +504,14 @@ def train(
         for p, value in zip(model.params, values):
             p.value = value
         batches = RankBatches(batches, dist)
-        verbose = verbose and dist.is_root
+        verbose = verbose if dist.is_root else 0
     history = History()
     callbacks = [history, *callbacks]
     for cb in callbacks:
         cb.set_model(model)
         cb.on_train_begin({})
     model.stop_training = False
-    progress = Progress(epochs, len(batches), enabled=verbose)
+    progress = Progress(epochs, len(batches), verbose)
     tick = progress.batch_done if progress.per_batch else None
     guarded = len(batches) == 1 and dist is None
     if dist is not None:

@@ -4,6 +4,7 @@ independent NumPy float64 references."""
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -376,22 +377,35 @@ def test_verbose_0_prints_nothing(backend, capsys, batch_size):
     assert out == "" and err == ""
 
 
-def test_verbose_1_full_batch_draws_one_bar_over_the_epochs(backend, capsys):
+def test_verbose_1_draws_one_bar_over_the_epochs_on_a_terminal(backend, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     X, y = regression(rows=8)
-    regressor(backend).fit(X, y, epochs=3, verbose=1)
+    regressor(backend).fit(X, y, epochs=3, batch_size=3, verbose=1)
     out, err = capsys.readouterr()
     assert out == ""
-    assert "3/3" in err and "epoch" in err
-    assert "loss" in err
+    assert "3/3" in err and "epoch" in err and "loss=" in err
+    assert "batch" not in err  # one bar for the whole fit
 
 
-def test_verbose_1_mini_batch_draws_a_bar_per_epoch_over_its_batches(backend, capsys):
+def test_verbose_2_adds_a_bar_over_each_epochs_batches(backend, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     X, y = regression(rows=8)
-    regressor(backend).fit(X, y, epochs=2, batch_size=3, verbose=1)
+    regressor(backend).fit(X, y, epochs=2, batch_size=3, verbose=2)
     out, err = capsys.readouterr()
     assert out == ""
-    assert "epoch 1/2" in err and "epoch 2/2" in err
-    assert "3/3" in err and "batch" in err  # 8 rows in batches of 3
+    assert "epoch 1" in err and "epoch 2" in err and "/3 [" in err  # 8 rows in batches of 3
+    assert "batch/s" in err and "2/2" in err
+
+
+def test_without_a_terminal_each_epoch_is_one_plain_line(backend, capsys):
+    X, y = regression(rows=8)
+    regressor(backend).fit(X, y, epochs=2, batch_size=3, verbose=1, validation_split=0.25,
+                           metrics=["accuracy"])  # fmt: skip
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 2
+    assert lines[0].startswith("epoch 1/2 - loss ") and "val_accuracy" in lines[1]
+    assert "\r" not in err and "|" not in err  # no bar drawn
 
 
 # -- evaluate against NumPy float64 -----------------------------------------------------------
