@@ -1,4 +1,5 @@
-"""The model file format: one ``.npz`` holding the weights and a JSON config.
+"""The model file format: one ``.npz`` holding the weights and a JSON config (or, for paths
+ending in ``.safetensors``, a safetensors file with the config in its metadata).
 
 The config names the format and its version, the dtype, and each layer by its class name and
 constructor arguments. Layer names map only to the classes in ``polynn.layers.LAYERS``:
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from polynn import __version__
 from polynn import _checks as checks
 from polynn.backends import Backend, dtype_name, get
-from polynn.backends.host import read_npz, write_npz
+from polynn.backends.host import read_model, write_model
 from polynn.errors import PolynnError, PolynnFileError, PolynnValueError
 from polynn.layers import LAYERS, Layer
 
@@ -49,7 +50,7 @@ def layers_from(config: dict[str, Any]) -> list[Layer]:
 
 def write(path: str | os.PathLike, weights: list[Any], config: dict[str, Any]) -> None:
     """Write ``weights`` (NumPy arrays) and ``config`` to ``path``, atomically."""
-    write_npz(checks.path(path, "the model file path"), weights, config)
+    write_model(checks.path(path, "the model file path"), weights, config)
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], list[Any], str]:
@@ -57,7 +58,7 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], list[Any], str]:
     polynn can read: its config first, then each array against the shape the config implies
     (before reading it). Anything else raises ``PolynnFileError``."""
     path = checks.path(path, "the model file path")
-    config, weights = read_npz(path, lambda config: param_shapes(config, path))
+    config, weights = read_model(path, lambda config: param_shapes(config, path))
     return config, weights, dtype_name(config["dtype"])
 
 

@@ -410,3 +410,28 @@ def test_load_with_bad_arguments_is_the_callers_error(tmp_path):
     with pytest.raises(ValueError, match=r"unknown dtype 'int8'") as info:
         pn.load(tmp_path / "m.npz", dtype="int8")
     assert isinstance(info.value, pn.PolynnValueError)
+
+
+# -- safetensors ------------------------------------------------------------------------------
+def test_safetensors_round_trip(backend, tmp_path):
+    safetensors = pytest.importorskip("safetensors.numpy", reason="needs safetensors")
+    net, X = trained_net(backend, "float64")
+    path = tmp_path / "m.safetensors"
+    net.save(path)
+    tensors = safetensors.load_file(str(path))  # a plain safetensors file for other tools
+    assert sorted(tensors) == [f"param_{i}" for i in range(len(net.params))]
+    loaded = pn.load(path, backend=backend)
+    np.testing.assert_array_equal(pn.to_numpy(loaded.predict(X)), pn.to_numpy(net.predict(X)))
+    assert loaded.get_config() == net.get_config()
+
+
+def test_safetensors_header_is_checked_against_the_config(tmp_path):
+    safetensors = pytest.importorskip("safetensors.numpy", reason="needs safetensors")
+    config = polynn_config(layers_in=3)
+    bad = {"param_0": np.ones((1, 3)), "param_1": np.zeros(1)}  # W should be (3, 1)
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(safetensors.save(bad, metadata={"polynn_config": json.dumps(config)}))
+    error = assert_refused(path)
+    assert "implies shape (3, 1)" in str(error)
+    path.write_bytes(b"\xff" * 8 + b"{}")
+    assert_refused(path)

@@ -27,7 +27,7 @@ from polynn.errors import (
     PolynnValueError,
 )
 
-__all__ = ["HostRNG", "log_softmax", "read_npz", "softmax", "to_numpy", "write_npz"]
+__all__ = ["HostRNG", "log_softmax", "read_model", "softmax", "to_numpy", "write_model"]
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -75,8 +75,10 @@ class HostRNG:
         return self._rng.permutation(n)
 
 
-def write_npz(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dict) -> Path:
-    """Write ``arrays`` and a JSON ``config`` to one ``.npz`` file, atomically.
+def write_model(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dict) -> Path:
+    """Write ``arrays`` and a JSON ``config`` to one file, atomically: a ``.safetensors``
+    file (tensors ``param_<i>``, the config in its metadata) where the path ends so, else an
+    ``.npz`` archive (``config`` and ``param_<i>``).
 
     The data goes to a new file in the target's directory which then replaces the target in
     one rename: an existing file is never left half-written. Where the OS allows (Linux's
@@ -91,12 +93,15 @@ def write_npz(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dic
             f"the model's weights are not all finite (did training diverge?); {str(path)!r} "
             "was not written, and a file already there is untouched."
         )
-    contents = {"config": np.array(json.dumps(config))}
-    contents.update({f"param_{i}": np.asarray(a) for i, a in enumerate(arrays)})
+    params = {f"param_{i}": np.ascontiguousarray(a) for i, a in enumerate(arrays)}
     try:
         _remove_stale_temporaries(path)
         with _replacing(path) as f:
-            np.savez(f, **contents)
+            if is_safetensors(path):
+                metadata = {SAFETENSORS_KEY: json.dumps(config)}
+                f.write(_safetensors().save(params, metadata=metadata))
+            else:
+                np.savez(f, config=np.array(json.dumps(config)), **params)
     except OSError as exc:
         kind = PolynnFileNotFoundError if isinstance(exc, FileNotFoundError) else PolynnFileError
         raise kind(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
@@ -228,8 +233,8 @@ MAX_CONFIG_BYTES = 1 << 20
 Shapes = Callable[[dict], list[tuple[int, ...]]]
 
 
-def read_npz(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.ndarray]]:
-    """Read a file written by :func:`write_npz`, bounded by what its config declares.
+def read_model(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.ndarray]]:
+    """Read a file written by :func:`write_model`, bounded by what its config declares.
 
     ``shapes(config)`` checks the config and returns the shape of each array it implies;
     every archive member's declared size is checked against them before anything is read, so
@@ -255,6 +260,8 @@ def read_npz(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.nda
             "file is a regular .npz file."
         )
     with os.fdopen(fd, "rb") as f:
+        if is_safetensors(path):
+            return _read_safetensors(f, path, shapes)
         try:
             with zipfile.ZipFile(f) as archive:
                 members = {info.filename: info for info in archive.infolist()}
@@ -281,6 +288,64 @@ def read_npz(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.nda
                 f"cannot read {str(path)!r} as a polynn model file: {type(exc).__name__}: {exc}"
             ) from None
     return config, arrays
+
+
+SAFETENSORS_KEY = "polynn_config"
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16}
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(".safetensors")
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.numpy
+    except ImportError as exc:
+        raise PolynnFileError(
+            f"files ending in .safetensors need the safetensors package ({exc}): pip install "
+            '"polynn[safetensors]"'
+        ) from None
+    return safetensors.numpy
+
+
+def _read_safetensors(f: Any, path: Path, shapes: Shapes) -> tuple[dict, list[np.ndarray]]:
+    """A ``.safetensors`` model file: its header (JSON: each tensor's dtype, shape and byte
+    range, and the metadata holding polynn's config) is checked against the shapes the
+    config implies before the data is read, then the safetensors package reads the tensors."""
+    size = os.fstat(f.fileno()).st_size
+    try:
+        length = int.from_bytes(f.read(8), "little")
+        if not 2 <= length <= MAX_CONFIG_BYTES or 8 + length > size:
+            raise ValueError(f"its header declares {length:,} bytes")
+        header = json.loads(f.read(length))
+        config = json.loads(header.get("__metadata__", {})[SAFETENSORS_KEY])
+        if not isinstance(config, dict):
+            raise ValueError("its polynn config is not a JSON object")
+        expected = shapes(config)
+        data = size - 8 - length
+        for i, shape in enumerate(expected):
+            entry = header[f"param_{i}"]
+            dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
+            start, stop = entry["data_offsets"]
+            nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+            if tuple(entry["shape"]) != tuple(shape) or stop - start != nbytes or stop > data:
+                raise ValueError(
+                    f"param_{i} is {entry['dtype']} of shape {tuple(entry['shape'])} at bytes "
+                    f"{start}-{stop}; the config implies shape {tuple(shape)}"
+                )
+        if len(header) - ("__metadata__" in header) != len(expected):
+            raise ValueError(f"it holds {len(header) - 1} tensors; its config describes "
+                             f"{len(expected)}")  # fmt: skip
+        f.seek(0)
+        tensors = _safetensors().load(f.read())
+    except PolynnFileError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
+        raise PolynnFileError(
+            f"cannot read {str(path)!r} as a polynn model file: {type(exc).__name__}: {exc}"
+        ) from None
+    return config, [np.array(tensors[f"param_{i}"]) for i in range(len(expected))]
 
 
 def _read_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
