@@ -6,6 +6,7 @@ All arithmetic goes through ``self.xp``, the array API namespace of the model's 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -53,18 +54,22 @@ class Layer:
     #: Set once a model has built the layer: a layer belongs to one model.
     built = False
 
-    def build(
-        self, backend: Backend, dtype: Any, rng: HostRNG, init: str, *, compute_dtype: Any = None
-    ) -> None:
-        """Create the parameters on ``backend`` in ``dtype`` (``init`` is a hint for weights).
+    #: What the layer's inputs and outputs hold: a mixed-precision model sets its half type
+    #: here before ``build`` (see ``polynn.precision``); None means the parameters' dtype.
+    compute_dtype: Any = None
 
-        ``compute_dtype`` is the half type of a mixed-precision model (see
-        ``polynn.precision``): what the layer's inputs and outputs hold; None means ``dtype``.
-        """
+    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
+        """Create the parameters on ``backend`` in ``dtype`` (``init`` is a hint for weights)."""
         self.xp = backend.xp
         self.dtype, self.device = dtype, backend.device
-        self.compute_dtype = dtype if compute_dtype is None else compute_dtype
+        if self.compute_dtype is None:
+            self.compute_dtype = dtype
         self.built = True
+
+    def constant(self, value: float) -> Any:
+        """``value`` as a 0-d array of the layer's dtype on its device (for custom layers:
+        NumPy combines a small array with a 0-d array faster than with a Python float)."""
+        return self.xp.asarray(value, dtype=self.compute_dtype, device=self.device)
 
     def forward(self, x: Any) -> Any:
         raise NotImplementedError
@@ -107,19 +112,20 @@ class Dense(Layer):
         #: The activation fused into this layer, if any.
         self.activation: Activation | None = None
 
-    def build(
-        self, backend: Backend, dtype: Any, rng: HostRNG, init: str, *, compute_dtype: Any = None
-    ) -> None:
-        super().build(backend, dtype, rng, init, compute_dtype=compute_dtype)
+    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
+        super().build(backend, dtype, rng, init)
         draw = getattr(rng, self.init_name or init)
+        size = self.in_features * self.out_features * 8  # drawn in float64 on the host
+        too_big = PolynnValueError(
+            f"{self!r} asks for {size:,} bytes for its weights (drawn in float64); that does "
+            "not fit in memory here."
+        )
+        if size > sys.maxsize:
+            raise too_big
         try:
             W = backend.from_numpy(draw(self.in_features, self.out_features), dtype)
-        except (MemoryError, ValueError):  # NumPy's "array is too big", or out of memory
-            size = self.in_features * self.out_features * 8  # drawn in float64 on the host
-            raise PolynnValueError(
-                f"{self!r} asks for {size:,} bytes for its weights (drawn in float64); that "
-                "does not fit in memory here."
-            ) from None
+        except MemoryError:
+            raise too_big from None
         b = backend.from_numpy(rng.zeros(self.out_features), dtype)
         self.W, self.b = Parameter(W, "W"), Parameter(b, "b")
         self.params = (self.W, self.b)
@@ -183,10 +189,8 @@ class Activation(Layer):
 
     kind: ClassVar[str]
 
-    def build(
-        self, backend: Backend, dtype: Any, rng: HostRNG, init: str, *, compute_dtype: Any = None
-    ) -> None:
-        super().build(backend, dtype, rng, init, compute_dtype=compute_dtype)
+    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
+        super().build(backend, dtype, rng, init)
         #: ``(forward, backward)`` from the backend's kernels, in the compute dtype.
         self.kernel = backend.kernels.activation(self.kind, self.compute_dtype, **self.get_config())
 
@@ -258,7 +262,10 @@ def fuse(layers: Sequence[Layer]) -> list[Layer]:
     run: list[Layer] = []
     for layer in layers:
         previous = run[-1] if run else None
-        if isinstance(layer, Activation) and isinstance(previous, Dense):
+        plain = type(layer).forward is Activation.forward and (
+            type(layer).backward is Activation.backward
+        )  # a subclass that overrides them runs as it is written
+        if isinstance(layer, Activation) and plain and isinstance(previous, Dense):
             if previous.activation is None:
                 previous.fuse(layer)
                 continue

@@ -85,8 +85,9 @@ class Sequential:
             for i, layer in enumerate(layers):
                 following = layers[i + 1] if i + 1 < len(layers) else None
                 init = following.init if following is not None else Layer.init
-                half = {"compute_dtype": self.compute_dtype} if self.mixed else {}
-                layer.build(self.backend, self.dtype, self._rng, init, **half)
+                if self.mixed:
+                    layer.compute_dtype = self.compute_dtype
+                layer.build(self.backend, self.dtype, self._rng, init)
         if dense[0] is layers[0]:
             dense[0].need_input_grad = False
         self._layers = fuse(layers)  # the layers that run: activations fused into Dense

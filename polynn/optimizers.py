@@ -68,6 +68,11 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
+    def reset(self) -> None:
+        """Forget the state (momentum, moments, step count): the next step starts afresh."""
+        self.state = [{} for _ in self.params]
+        self.iterations = 0
+
     def copy_for(self, params: Sequence[Parameter], backend: Backend) -> Optimizer:
         """A copy with the same settings and state, bound to ``params`` on ``backend`` (the
         parameters of a model moved with ``Sequential.to``)."""

@@ -499,10 +499,11 @@ def train(
     and the progress bar after each; return the ``History``. With ``dist``, this rank's part
     of data-parallel training (``polynn.distributed``)."""
     backend = model.backend
-    if dist is not None:
+    if dist is not None:  # every rank starts from rank 0's weights and batch order
         values = dist.transport(backend).broadcast([p.value for p in model.params], backend)
         for p, value in zip(model.params, values):
             p.value = value
+        model._rng.state = dist.comm.bcast(model._rng.state, root=0)
         batches = RankBatches(batches, dist)
         verbose = verbose if dist.is_root else 0
     history = History()
@@ -521,6 +522,8 @@ def train(
     else:
         step = make_step(layers, loss, optimizer, guarded=guarded)
     snapshot = Snapshot(model.params, backend)
+    if model.loss_scale is not None:  # float16's scale as this fit found it
+        scale = (model.loss_scale.scale, model.loss_scale.clean_steps)
     logs: dict[str, float] = {}
     epoch, source = -1, "training"  # the last epoch that ended finite; what diverged
     try:
@@ -568,7 +571,13 @@ def train(
         else:
             snapshot.restore()
             kept = snapshot.describe()
-        raise TrainingDivergedError(f"{exc} The model keeps {kept}.") from None
+        optimizer.reset()  # its momentum or moments may hold inf or NaN by now
+        if model.loss_scale is not None:
+            model.loss_scale.scale, model.loss_scale.clean_steps = scale
+        raise TrainingDivergedError(
+            f"{exc} The model keeps {kept}; the optimizer's state (momentum, moments) starts "
+            "afresh."
+        ) from None
     finally:
         progress.close()
     for cb in callbacks:

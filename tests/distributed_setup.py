@@ -13,7 +13,7 @@ FIT = {
     "sharded": dict(loss="cross_entropy", optimizer=None, epochs=3, batch_size=6,
                     shuffle=False, metrics=["accuracy"], verbose=0),
 }  # fmt: skip
-FIT["bad-data"] = FIT["failing-step"] = FIT["replicated"]
+FIT["bad-data"] = FIT["failing-step"] = FIT["unseeded"] = FIT["replicated"]
 
 
 def data():

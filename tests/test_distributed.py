@@ -61,9 +61,10 @@ def interleaved(a, ranks, local):
     return np.concatenate([s[k * local : (k + 1) * local] for k in range(steps) for s in shards])
 
 
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_ranks_train_as_one_process_on_the_same_global_batches(backend, tmp_path, ranks):
-    reports = launch(ranks, backend, "replicated", tmp_path)
+@pytest.mark.parametrize("ranks, mode", [(2, "replicated"), (3, "replicated"), (3, "unseeded")])
+def test_ranks_train_as_one_process_on_the_same_global_batches(backend, tmp_path, ranks, mode):
+    """ "unseeded": the ranks' own shuffles differ; rank 0's batch order is everyone's."""
+    reports = launch(ranks, backend, mode, tmp_path)
     net, history = single_process(backend, "replicated")
     for rank, report in enumerate(reports):
         assert "error" not in report, report

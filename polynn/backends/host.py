@@ -74,6 +74,15 @@ class HostRNG:
     def permutation(self, n: int) -> np.ndarray:
         return self._rng.permutation(n)
 
+    @property
+    def state(self) -> dict:
+        """The generator's position (a dict of plain values), to copy it elsewhere."""
+        return self._rng.bit_generator.state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self._rng.bit_generator.state = value
+
 
 def write_model(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dict) -> Path:
     """Write ``arrays`` and a JSON ``config`` to one file, atomically: a ``.safetensors``

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import distributed_setup as setup  # noqa: E402
 
 import polynn as pn  # noqa: E402
+from polynn.backends.host import HostRNG  # noqa: E402
 
 backend, mode, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 if backend == "jax":
@@ -30,6 +31,8 @@ kwargs = setup.fit_arguments(mode)
 if mode == "sharded":
     start, stop = dist.share(len(X))
     X, y = X[start:stop], y[start:stop]
+if mode == "unseeded" and dist.rank > 0:  # as if built without a seed: rank 0's order rules
+    net._rng = HostRNG(None)
 if mode == "bad-data" and dist.rank == 1:
     X = X.copy()
     X[0, 0] = np.nan
