@@ -69,16 +69,11 @@ class MPI:
         start = self.rank * base + min(self.rank, extra)
         return start, start + base + (self.rank < extra)
 
-    def local_batch_size(self, batch_size: int | None, rows: int) -> int | None:
+    def local_batch_size(self, batch_size: int | None) -> int | None:
         """In sharded mode, the rows each rank takes per step for a global ``batch_size``."""
         if batch_size is None:
             return None
         return max(1, batch_size // self.size)
-
-    def steps(self, local_steps: int) -> int:
-        """The steps of a sharded epoch: as many as the rank with the most batches needs."""
-        counts = self.comm.allgather(local_steps)
-        return max(counts)
 
     def agree(self, error: BaseException | None) -> None:
         """Every rank calls this at the same point; if any rank passes an error, every rank

@@ -110,7 +110,7 @@ def load(
     # What the caller asks for (backend, device, dtype) is the caller's to fix, not the file's.
     backend = get(backend, device)
     dtype = saved_dtype if dtype is None else dtype_name(dtype)
-    backend.dtype(dtype)
+    backend.compute_dtype(dtype)  # a half type this backend lacks: the caller's to change
     try:
         net = Sequential.from_config(config, backend, dtype=dtype)
         net.set_weights(weights)

@@ -253,7 +253,7 @@ class Sequential:
             optimizer.bind(self.params, self.backend)
             self.loss, self.optimizer = loss, optimizer
             if dist is not None and dist.sharded:
-                batch_size = dist.local_batch_size(batch_size, X.shape[0])
+                batch_size = dist.local_batch_size(batch_size)
             batches = ArrayBatches(
                 X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng
             )

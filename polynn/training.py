@@ -1,13 +1,16 @@
 """The training and evaluation passes of a ``Sequential``, one concern per piece:
 
 - ``ArrayBatches``: where the batches come from (arrays on the device, reordered each epoch
-  from the model's host RNG when shuffling).
+  from the model's host RNG when shuffling); ``RankBatches``: a rank's part of them in
+  data-parallel training.
 - ``make_step``: the training step, forward, loss, backward and update of one batch, in one
-  function (``make_mixed_step``: the same under a mixed-precision policy).
+  function (``make_mixed_step``: the same under a mixed-precision policy;
+  ``make_distributed_step``: one rank's, with the gradients summed over the ranks).
 - ``Summary``: what a pass reduces and reports (the loss as a mean over rows, each metric's
   correct rows), read back from the device once per pass.
-- ``train``: epochs, the divergence check, validation, callbacks and progress; ``score``: a
-  pass without updates (``evaluate`` and validation).
+- ``epochs_of`` and ``train``: epochs, the divergence check and the ``Snapshot`` of the
+  weights to go back to, validation, callbacks and progress; ``score``: a pass without
+  updates (``evaluate`` and validation).
 
 ``Sequential.fit`` and ``Sequential.evaluate`` check their arguments and the data, then hand
 over to ``train`` and ``score``. Everything the per-batch loop needs is bound to a local name
@@ -39,9 +42,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArrayBatches",
+    "RankBatches",
+    "Snapshot",
     "Summary",
     "check_callbacks",
+    "epochs_of",
     "layers_for",
+    "make_distributed_step",
     "make_mixed_step",
     "make_step",
     "metrics_for",
@@ -376,11 +383,6 @@ def score(
     total = dist.sum_floats([*local, float(X.shape[0])], backend)
     rows = total[-1]
     return {"loss": total[0] / rows, **{name: c / rows for name, c in zip(counts, total[1:-1])}}
-
-
-def _host_sum(values: list[Any], backend: Backend) -> float:
-    """The sum of 0-d device arrays, as a host float (0.0 for none)."""
-    return sum(Summary(values, {}, backend).to_host(values)) if values else 0.0
 
 
 def epochs_of(

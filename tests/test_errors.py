@@ -425,7 +425,7 @@ def test_early_stopping_monitor_must_be_a_name(monitor):
         ({"validation_split": 1.0}, ValueError, r"validation_split must lie in \[0, 1\)"),
         ({"validation_split": -0.2}, ValueError, r"validation_split must lie in \[0, 1\); got"),
         ({"validation_split": 0.9}, ValueError, r"leaves 0 for training and 6 for valid"),
-        ({"verbose": 2}, ValueError, r"verbose must be 0 or 1; got 2"),
+        ({"verbose": 3}, ValueError, r"verbose must be 0, 1 or 2; got 3"),
         ({"loss": "hinge"}, ValueError, r"unknown loss 'hinge'.*'mse'.*'bce'.*'cross_entropy'"),
         ({"loss": 3}, TypeError, r"loss must be .*'mse'.*Loss; got int"),
         ({"loss": pn.MSE}, TypeError, r"loss must be .*Loss; got type"),

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import signal
 import time
 import tracemalloc
@@ -274,7 +275,7 @@ def kept_epoch(message):
     """The epoch whose weights the model kept, from a TrainingDivergedError (0: before fit)."""
     if "before this fit" in message:
         return 0
-    return int(message.split("the weights of the end of epoch ")[1].split(".")[0])
+    return int(re.search(r"the weights of the end of epoch (\d+)", message).group(1))
 
 
 class Recorder(pn.Callback):

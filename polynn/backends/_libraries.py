@@ -131,7 +131,15 @@ class CupyBackend(Backend):
         return isinstance(x, self._cupy.ndarray)
 
     def _half(self, name: str) -> Any:
-        return self._cupy.float16 if name == "float16" else _ml_dtypes_bfloat16()
+        if name == "float16":
+            return self._cupy.float16
+        half = _ml_dtypes_bfloat16()
+        try:  # CuPy takes ml-dtypes' bfloat16 from version 14 on
+            with self.device:
+                self._cupy.zeros(1, dtype=half)
+        except Exception:
+            return None
+        return half
 
     def _make_kernels(self) -> Kernels:
         from polynn.backends._cupy_kernels import CupyKernels
@@ -250,9 +258,9 @@ class JaxBackend(Backend):
     def __init__(self, device: Any = None) -> None:
         jax = _import("jax", "jax", "pip install jax")
         self._jax = jax
-        if device is None:
+        if device is None:  # JAX's default device (which its config may name by platform)
             device = jax.config.jax_default_device or jax.devices()[0]
-        elif isinstance(device, str):
+        if isinstance(device, str):
             device = self._named_device(jax, device)
         elif not isinstance(device, jax.Device):
             raise _bad_device("jax", device, "a jax.Device or a name such as 'cpu' or 'cuda:0'")

@@ -37,7 +37,16 @@ def to_numpy(x: Any) -> np.ndarray:
     if array_api_compat.is_cupy_array(x):
         return x.get()
     if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy().copy()
+        import torch  # already imported: x is one of its tensors
+
+        x = x.detach().cpu()
+        if x.dtype == torch.bfloat16:  # NumPy has none: ml-dtypes' bfloat16, else float32
+            try:
+                import ml_dtypes
+            except ImportError:
+                return x.float().numpy()
+            return x.view(torch.int16).numpy().copy().view(ml_dtypes.bfloat16)
+        return x.numpy().copy()
     if type(x).__module__.startswith("array_api_strict"):
         cpu = type(x.device)("CPU_DEVICE")
         if x.device != cpu:
@@ -274,6 +283,9 @@ def read_model(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.n
         try:
             with zipfile.ZipFile(f) as archive:
                 members = {info.filename: info for info in archive.infolist()}
+                size = os.fstat(f.fileno()).st_size
+                for info in members.values():
+                    _check_member(info, size)
                 if "config.npy" not in members:
                     raise foreign
                 config = _read_config(archive, members["config.npy"])
@@ -292,7 +304,10 @@ def read_model(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.n
                 ]
         except PolynnFileError:
             raise
-        except (ValueError, OSError, EOFError, KeyError, RecursionError, zipfile.BadZipFile) as exc:
+        except (
+            ValueError, OSError, EOFError, KeyError, RecursionError, MemoryError,
+            zipfile.BadZipFile,
+        ) as exc:  # fmt: skip
             raise PolynnFileError(
                 f"cannot read {str(path)!r} as a polynn model file: {type(exc).__name__}: {exc}"
             ) from None
@@ -355,6 +370,26 @@ def _read_safetensors(f: Any, path: Path, shapes: Shapes) -> tuple[dict, list[np
             f"cannot read {str(path)!r} as a polynn model file: {type(exc).__name__}: {exc}"
         ) from None
     return config, [np.array(tensors[f"param_{i}"]) for i in range(len(expected))]
+
+
+#: Deflate cannot shrink data by more than this (1032:1), so a member that claims more lies.
+MAX_DEFLATE_RATIO = 1032
+
+
+def _check_member(info: zipfile.ZipInfo, file_size: int) -> None:
+    """A member's compressed bytes must lie in the file, and its declared size must be one
+    its compression could give (stored: the same bytes; deflated: at most 1032 times)."""
+    if info.header_offset + info.compress_size > file_size:
+        raise ValueError(f"{info.filename} declares bytes beyond the end of the file")
+    if info.compress_type == zipfile.ZIP_STORED:
+        plausible = info.file_size == info.compress_size
+    else:
+        plausible = info.file_size <= MAX_DEFLATE_RATIO * info.compress_size + 1024
+    if not plausible:
+        raise ValueError(
+            f"{info.filename} declares {info.file_size:,} bytes from {info.compress_size:,} "
+            "compressed ones"
+        )
 
 
 def _read_header(member: Any) -> tuple[tuple[int, ...], bool, np.dtype]:

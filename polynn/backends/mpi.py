@@ -69,10 +69,6 @@ class HostTransport:
             self.comm.Bcast(h, root=0)
         return [backend.from_numpy(h) for h in host]
 
-    def gather_objects(self, value: Any) -> list[Any]:
-        """Every rank's picklable ``value``, in rank order, on every rank."""
-        return self.comm.allgather(value)
-
 
 class NcclTransport(HostTransport):
     """Sums of CuPy arrays with NCCL, device to device, one process per GPU; everything else
