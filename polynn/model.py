@@ -10,9 +10,10 @@ from typing import Any
 
 from polynn import files
 from polynn._checks import integer, number
-from polynn.backends import MATMUL_PRECISIONS, POLICIES, Backend, dtype_name, get
+from polynn.backends import POLICIES, Backend, check_matmul_precision, dtype_name, get
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
+from polynn.data import inputs, pairs
 from polynn.distributed import MPI, agreed
 from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
@@ -61,11 +62,7 @@ class Sequential:
         matmul_precision: str = "highest",
     ) -> None:
         dense = check_stack(layers)
-        if matmul_precision not in MATMUL_PRECISIONS:
-            raise PolynnValueError(
-                f"matmul_precision must be one of {list(MATMUL_PRECISIONS)}; "
-                f"got {matmul_precision!r}."
-            )
+        check_matmul_precision(matmul_precision)
         if seed is not None:
             seed = integer(seed, "seed", 0)
         self.layers = list(layers)
@@ -109,25 +106,6 @@ class Sequential:
             f"device={self.backend.device!r}, dtype={self.dtype_name!r}{extra})"
         )
 
-    # -- data in ----------------------------------------------------------------------------
-    def _inputs(self, X: Any) -> Any:
-        X = self.backend.asarray(X, dtype=self.dtype, name="X")
-        if X.ndim != 2 or X.shape[1] != self.in_features:
-            hint = " (for one feature per row, pass X.reshape(-1, 1))" if X.ndim == 1 else ""
-            raise PolynnValueError(
-                f"X has shape {tuple(X.shape)}, but the first Dense layer expects "
-                f"{self.in_features} features per row: shape (rows, {self.in_features}){hint}."
-            )
-        if self.mixed:
-            xp = self.backend.xp
-            X = xp.astype(X, self.compute_dtype)
-            if not bool(xp.all(xp.isfinite(X))):
-                raise PolynnValueError(
-                    f"X holds values beyond the range of {POLICIES[self.dtype_name]} (the "
-                    f"compute type of dtype={self.dtype_name!r}): scale the data."
-                )
-        return X
-
     def _half_weights(self) -> contextlib.AbstractContextManager:
         """Under a mixed-precision policy, the layers compute with half-precision copies of
         the parameters inside this block (``polynn.precision.half_weights``)."""
@@ -135,21 +113,12 @@ class Sequential:
             return contextlib.nullcontext()
         return half_weights(self.params, self.compute_dtype, self.backend.xp)
 
-    def _data(self, X: Any, y: Any, loss: Loss) -> tuple[Any, Any]:
-        X = self._inputs(X)
-        y = loss.prepare_targets(y, self.n_outputs, self.backend, self.dtype)
-        if X.shape[0] != y.shape[0]:
-            raise PolynnValueError(
-                f"X has {X.shape[0]} rows but y has {y.shape[0]}; each row of X needs one target."
-            )
-        return X, y
-
     # -- explicit passes --------------------------------------------------------------------
     def forward(self, X: Any) -> Any:
         """Run every layer on ``X`` (checked and moved to the backend); keep what backward needs.
         The output is in the compute dtype (a mixed-precision model's half type)."""
         with self.backend.context(self.matmul_precision), self._half_weights():
-            out = run(self._layers, self._inputs(X))
+            out = run(self._layers, inputs(self, X))
             self._last_output_shape = tuple(out.shape)
             return out
 
@@ -177,7 +146,7 @@ class Sequential:
             batch_size = integer(batch_size, "batch_size", 1)
         xp = self.backend.xp
         with self.backend.context(self.matmul_precision), self._half_weights():
-            X = self._inputs(X)
+            X = inputs(self, X)
             chunks = [run(self._layers, X[s:e, ...]) for s, e in spans(X.shape[0], batch_size)]
             out = chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=0)
             out = xp.astype(out, self.dtype, copy=False)
@@ -243,11 +212,11 @@ class Sequential:
             )
         with self.backend.context(self.matmul_precision):
             with agreed(dist):  # bad data on one rank stops every rank
-                X, y = self._data(X, y, loss)
+                X, y = pairs(self, X, y, loss)
                 if validation_split:
                     X, y, validation = split(X, y, validation_split)
                 elif validation_data is not None:
-                    validation = self._data(*validation_data, loss)
+                    validation = pairs(self, *validation_data, loss)
                 else:
                     validation = None
             optimizer.bind(self.params, self.backend)
@@ -294,7 +263,7 @@ class Sequential:
         dist = distributed_check(distributed)
         with self.backend.context(self.matmul_precision), self._half_weights():
             with agreed(dist):
-                X, y = self._data(X, y, loss)
+                X, y = pairs(self, X, y, loss)
             layers = layers_for(self._layers, loss)
             return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist)
 

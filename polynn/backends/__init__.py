@@ -15,7 +15,14 @@ import os
 from typing import Any
 
 from polynn._checks import unknown_name
-from polynn.backends._core import DTYPES, MATMUL_PRECISIONS, POLICIES, Backend, dtype_name
+from polynn.backends._core import (
+    DTYPES,
+    MATMUL_PRECISIONS,
+    POLICIES,
+    Backend,
+    check_matmul_precision,
+    dtype_name,
+)
 from polynn.backends._libraries import LIBRARIES, NamespaceBackend, registered_name
 from polynn.backends.host import to_numpy
 from polynn.errors import BackendUnavailableError, PolynnTypeError, PolynnValueError
@@ -26,6 +33,7 @@ __all__ = [
     "MATMUL_PRECISIONS",
     "POLICIES",
     "available",
+    "check_matmul_precision",
     "dtype_name",
     "get",
     "names",

@@ -193,6 +193,15 @@ class Backend:
         return x
 
 
+def check_matmul_precision(value: Any) -> str:
+    """``value`` if it is one of ``MATMUL_PRECISIONS``, else a ``PolynnValueError``."""
+    if value not in MATMUL_PRECISIONS:
+        raise PolynnValueError(
+            f"matmul_precision must be one of {list(MATMUL_PRECISIONS)}; got {value!r}."
+        )
+    return value
+
+
 def dtype_name(dtype: Any) -> str:
     """Normalise a dtype given as a string, a NumPy dtype or a namespace dtype to its name."""
     if isinstance(dtype, str):
