@@ -223,13 +223,20 @@ def cast_host_array(a: np.ndarray, dtype: str, name: str) -> np.ndarray:
     """``a`` in ``dtype``; finite values that do not fit the dtype are refused, naming one."""
     with np.errstate(over="ignore", invalid="ignore"):  # reported below, by value
         cast = a.astype(dtype, copy=False)
-    if cast.dtype.kind == "f" and not np.isfinite(cast).all():
-        where = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+    where = _first_non_finite(cast)
+    if where is not None:
         raise PolynnValueError(
             f"{name} holds {a[where]:g} (at index {where}), beyond {dtype}'s range: scale the "
             "data or use dtype='float64'."
         )
     return cast
+
+
+def _first_non_finite(a: np.ndarray) -> tuple[int, ...] | None:
+    """The index of the first NaN or infinity in a float array, or None."""
+    if a.dtype.kind != "f" or np.isfinite(a).all():
+        return None
+    return tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
 
 
 def foreign_library(x: Any) -> str | None:
@@ -274,8 +281,8 @@ def check_host_array(data: Any, name: str) -> np.ndarray:
         )
     if a.ndim == 0 or a.shape[0] == 0:
         raise PolynnValueError(f"{name} is empty (shape {a.shape}); expected rows of data.")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        where = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+    where = _first_non_finite(a)
+    if where is not None:
         raise PolynnValueError(
             f"{name} contains NaN or infinite values (first at index {where}); "
             "clean the data first."
