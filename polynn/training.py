@@ -551,9 +551,13 @@ def train(
                 snapshot.take(epoch + 1)
             if progress.enabled:
                 progress.end_epoch(logs)
-            with agreed(dist):  # a callback that raises on one rank stops every rank
+            if dist is None:
                 for cb in callbacks:
                     cb.on_epoch_end(epoch, logs)
+            else:
+                with agreed(dist):  # a callback that raises on one rank stops every rank
+                    for cb in callbacks:
+                        cb.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
         if epochs and not snapshot.finite():
