@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -435,3 +436,23 @@ def test_safetensors_header_is_checked_against_the_config(tmp_path):
     assert "implies shape (3, 1)" in str(error)
     path.write_bytes(b"\xff" * 8 + b"{}")
     assert_refused(path)
+
+
+# -- files written by earlier versions keep loading ----------------------------------------------
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def test_a_format_1_file_written_by_polynn_0_1_0_loads(backend):
+    """``polynn-0.1.0-format1.npz`` was written by polynn 0.1.0 (Dense(3, 4), Tanh,
+    Dense(4, 2), LeakyReLU(0.1), float64, trained a few steps); its predictions are checked
+    against the stored weights evaluated in NumPy."""
+    path = FIXTURES / "polynn-0.1.0-format1.npz"
+    with np.load(path, allow_pickle=False) as data:
+        W1, b1, W2, b2 = (data[f"param_{i}"] for i in range(4))
+        assert json.loads(str(data["config"]))["format_version"] == 1
+    net = pn.load(path, backend=backend)
+    assert net.dtype_name == "float64" and net.matmul_precision == "highest"
+    X = np.random.default_rng(3).normal(size=(5, 3))
+    z = np.tanh(X @ W1 + b1) @ W2 + b2
+    want = np.where(z > 0, z, 0.1 * z)
+    np.testing.assert_allclose(pn.to_numpy(net.predict(X)), want, rtol=1e-12)
