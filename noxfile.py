@@ -102,6 +102,16 @@ def tests_mpi(session: nox.Session) -> None:
     session.run("mpiexec", "-n", "2", "python", "examples/distributed.py", "--quick")
 
 
+@nox.session(name="tests-onnx")
+def tests_onnx(session: nox.Session) -> None:
+    """ONNX export checked against onnxruntime (not in the default set: installs both)."""
+    session.install("-e", ".[test,onnx]", "onnxruntime")
+    session.run(
+        "pytest", "tests/test_onnx.py", *session.posargs,
+        env={"POLYNN_TEST_BACKENDS": "numpy,array_api_strict"},
+    )  # fmt: skip
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff: style, imports, and no numpy/cupy imports outside polynn/backends."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from polynn import files
 from polynn._checks import integer, number
+from polynn._checks import path as checks_path
 from polynn.backends import POLICIES, Backend, check_matmul_precision, dtype_name, get
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
@@ -17,6 +18,7 @@ from polynn.data import inputs, pairs
 from polynn.distributed import MPI, agreed
 from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
+from polynn.export import export_onnx
 from polynn.layers import Layer, Parameter, check_stack, fuse
 from polynn.losses import Loss, get_loss
 from polynn.optimizers import Optimizer, get_optimizer
@@ -337,6 +339,11 @@ class Sequential:
         """Write the model to one ``.npz`` file at ``path``, atomically: an existing file is
         replaced only once the new one is complete."""
         files.write(path, self.get_weights(), self.get_config())
+
+    def export_onnx(self, path: str | os.PathLike) -> None:
+        """Write the inference graph to an ONNX file at ``path`` (``polynn.export``), for
+        onnxruntime and other ONNX runtimes; needs ``pip install "polynn[onnx]"``."""
+        export_onnx(self, checks_path(path, "the ONNX file path"))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickling keeps the layers, weights, dtype, seed and backend name (not the

@@ -27,7 +27,15 @@ from polynn.errors import (
     PolynnValueError,
 )
 
-__all__ = ["HostRNG", "log_softmax", "read_model", "softmax", "to_numpy", "write_model"]
+__all__ = [
+    "HostRNG",
+    "log_softmax",
+    "read_model",
+    "softmax",
+    "to_numpy",
+    "write_bytes",
+    "write_model",
+]
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -120,6 +128,19 @@ def write_model(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: d
                 f.write(_safetensors().save(params, metadata=metadata))
             else:
                 np.savez(f, config=np.array(json.dumps(config)), **params)
+    except OSError as exc:
+        kind = PolynnFileNotFoundError if isinstance(exc, FileNotFoundError) else PolynnFileError
+        raise kind(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+    return path
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, as ``write_model`` writes (for other formats)."""
+    path = Path(path)
+    try:
+        _remove_stale_temporaries(path)
+        with _replacing(path) as f:
+            f.write(data)
     except OSError as exc:
         kind = PolynnFileNotFoundError if isinstance(exc, FileNotFoundError) else PolynnFileError
         raise kind(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
