@@ -113,6 +113,15 @@ def tests_onnx(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """The API reference (Sphinx autodoc) in docs/_build/html; any warning fails it."""
+    session.install("-e", ".[sklearn]", "sphinx>=7")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )  # fmt: skip
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff: style, imports, and no numpy/cupy imports outside polynn/backends."""
     session.install("ruff>=0.6")
