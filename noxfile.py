@@ -17,7 +17,14 @@ import subprocess
 
 import nox
 
-nox.options.sessions = ["tests-numpy", "tests-array_api_strict", "tests-cupy", "lint", "examples"]
+nox.options.sessions = [
+    "tests-numpy",
+    "tests-array_api_strict",
+    "tests-cupy",
+    "tests-sklearn",
+    "lint",
+    "examples",
+]
 nox.options.error_on_missing_interpreters = bool(os.environ.get("CI"))
 nox.options.reuse_existing_virtualenvs = False
 
@@ -88,6 +95,17 @@ def tests_jax(session: nox.Session) -> None:
     """The test suite on JAX on the CPU (not in the default set: a large install)."""
     session.install("jax")
     _pytest(session, "jax")
+
+
+@nox.session(name="tests-sklearn")
+def tests_sklearn(session: nox.Session) -> None:
+    """scikit-learn's own MLP tests against polynn.sklearn on array-api-strict (about 40 s;
+    the default run has them on NumPy)."""
+    session.install("-e", ".[test,sklearn]")
+    session.run(
+        "pytest", "tests/test_sklearn_suite.py", *session.posargs,
+        env={"POLYNN_TEST_BACKENDS": "array_api_strict", "POLYNN_SKLEARN_SUITE": "1"},
+    )  # fmt: skip
 
 
 @nox.session(name="tests-mpi")

@@ -507,6 +507,10 @@ def _check_sample_weight(sample_weight: Any, X: Any) -> Any:
             f"sample_weight.shape == {sample_weight.shape}, expected ({rows},): one weight "
             "per row of X."
         )
+    if not (sample_weight != 0).any():
+        raise ValueError(
+            "Sample weights must contain at least one non-zero number; all weights are zero."
+        )
     return sample_weight
 
 

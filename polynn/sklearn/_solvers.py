@@ -34,7 +34,7 @@ def loss_and_gradients(
     ``alpha / 2 * sum(W**2) / total_weight`` over the weight matrices (not the biases), with
     ``total_weight`` the number of rows or the sum of ``sample_weight``.
     """
-    xp = net.backend.xp
+    xp, alpha = net.backend.xp, float(alpha)
     total = X.shape[0] if sample_weight is None else xp.sum(sample_weight)
     z = net.forward(X)
     value, delta = loss_and_delta(out_activation, z, Y, sample_weight, total, xp)
@@ -138,9 +138,7 @@ class Stochastic:
                 lr=self.learning_rate, momentum=momentum, nesterov=nesterov and momentum > 0
             )
         else:
-            self.optimizer = pn.Adam(
-                lr=self.learning_rate, beta1=beta_1, beta2=beta_2, eps=epsilon
-            )
+            self.optimizer = pn.Adam(lr=self.learning_rate, beta1=beta_1, beta2=beta_2, eps=epsilon)
 
     def bind(self, net: pn.Sequential) -> None:
         """Update ``net``'s parameters from now on (keeping the state if they are the same)."""
