@@ -192,6 +192,7 @@ def test_early_stopping(backend):
 
 def test_convergence_warning_and_tol_stop(backend):
     X, y = linear_data(1)
+    y = y[:, 0]
     with pytest.warns(ConvergenceWarning, match="max_iter=3"):
         MLPRegressor(max_iter=3, random_state=0, backend=backend.name).fit(X, y)
     # With a huge tol only the first epoch improves (on an infinite best loss); as in
@@ -213,6 +214,7 @@ def test_pickle_round_trip(backend):
 
 def test_verbose_prints_the_loss(backend, capsys):
     X, y = linear_data(1)
+    y = y[:, 0]
     MLPRegressor(max_iter=2, verbose=1, random_state=0, backend=backend.name).fit(X, y)
     out = capsys.readouterr().out
     assert "Iteration 1, loss = " in out and "Iteration 2, loss = " in out
@@ -254,6 +256,7 @@ def test_bad_parameters_are_refused_at_fit(params):
 
 def test_unfitted_and_wrong_features():
     X, y = linear_data(1)
+    y = y[:, 0]
     reg = MLPRegressor(max_iter=2, random_state=0)
     with pytest.raises(NotFittedError):
         reg.predict(X)
@@ -264,6 +267,7 @@ def test_unfitted_and_wrong_features():
 
 def test_unknown_backend_is_a_polynn_error():
     X, y = linear_data(1)
+    y = y[:, 0]
     with pytest.raises(pn.PolynnValueError, match="unknown backend"):
         MLPRegressor(backend="tpu", max_iter=1).fit(X, y)
 
