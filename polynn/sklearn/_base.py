@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_array, check_random_state
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 import polynn as pn
 from polynn.sklearn._outputs import activate
@@ -124,7 +124,10 @@ class BaseMLP(BaseEstimator):
 
     def _check_params(self) -> None:
         """scikit-learn's constraints on the parameters, checked at ``fit`` (its convention:
-        ``__init__`` only stores them); a bad value is a ``ValueError`` naming it."""
+        ``__init__`` only stores them); a bad value is a ``ValueError`` naming it.
+
+        Every error the estimators raise themselves is a ``pn.PolynnValueError``: a
+        ``ValueError``, as scikit-learn raises, and a ``pn.PolynnError``."""
 
         def bad(name: str, expected: str) -> pn.PolynnValueError:
             return pn.PolynnValueError(
@@ -215,7 +218,7 @@ class BaseMLP(BaseEstimator):
         ones with scikit-learn's error (the previous weights are then kept)."""
         xp = net.backend.xp
         if not all(bool(xp.all(xp.isfinite(p.value))) for p in net.params):
-            raise ValueError(NON_FINITE)
+            raise pn.PolynnValueError(NON_FINITE)
         weights = net.get_weights()
         self.coefs_, self.intercepts_ = weights[0::2], weights[1::2]
 
@@ -337,7 +340,7 @@ class BaseMLP(BaseEstimator):
                 self.epsilon,
             )
         if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
+            raise pn.PolynnValueError("partial_fit does not support early_stopping=True")
         solver = self._optimizer
         solver.bind(net)
         validation = None
@@ -432,7 +435,7 @@ class BaseMLP(BaseEstimator):
         X, X_val, y, y_val = parts[:4]
         sample_weight, sw_val = (None, None) if sample_weight is None else parts[4:]
         if X_val.shape[0] < 2:
-            raise ValueError(
+            raise pn.PolynnValueError(
                 "The validation set is too small. Increase 'validation_fraction' or the "
                 f"size of your dataset (validation_fraction={self.validation_fraction} of "
                 f"{X.shape[0] + X_val.shape[0]} samples leaves {X_val.shape[0]})."
@@ -479,8 +482,6 @@ class BaseMLP(BaseEstimator):
         return activate(self.out_activation_, net.forward(X), net.backend.xp), net
 
     def _validate_data_predict(self, X: Any) -> Any:
-        from sklearn.utils.validation import validate_data
-
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False, dtype=HOST_DTYPES)
         return X.toarray() if hasattr(X, "toarray") else X
 
@@ -503,12 +504,12 @@ def _check_sample_weight(sample_weight: Any, X: Any) -> Any:
         sample_weight, ensure_2d=False, dtype=X.dtype, input_name="sample_weight"
     )
     if sample_weight.ndim != 1 or sample_weight.shape[0] != rows:
-        raise ValueError(
+        raise pn.PolynnValueError(
             f"sample_weight.shape == {sample_weight.shape}, expected ({rows},): one weight "
             "per row of X."
         )
     if not (sample_weight != 0).any():
-        raise ValueError(
+        raise pn.PolynnValueError(
             "Sample weights must contain at least one non-zero number; all weights are zero."
         )
     return sample_weight

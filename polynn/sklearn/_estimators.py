@@ -120,13 +120,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _first_partial_call(self, classes: Any) -> bool:
         known = getattr(self, "classes_", None)
         if known is None and classes is None:
-            raise ValueError("classes must be passed on the first call to partial_fit.")
+            raise pn.PolynnValueError("classes must be passed on the first call to partial_fit.")
         if classes is None:
             return False
         classes = unique_labels(classes)
         if known is not None:
             if list(known) != list(classes):
-                raise ValueError(
+                raise pn.PolynnValueError(
                     f"`classes={classes!r}` is not the same as on last call to partial_fit, "
                     f"was: {known!r}"
                 )
@@ -153,13 +153,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             classes = unique_labels(y)
             if self.warm_start:
                 if set(classes) != set(self.classes_):
-                    raise ValueError(
+                    raise pn.PolynnValueError(
                         "warm_start can only be used where `y` has the same classes as in "
                         f"the previous call to fit. Previously got {self.classes_}, `y` has "
                         f"{classes}"
                     )
             elif set(classes) - set(self.classes_):
-                raise ValueError(
+                raise pn.PolynnValueError(
                     f"`y` has classes not in `self.classes_`. `self.classes_` has "
                     f"{self.classes_}. 'y' has {classes}."
                 )
@@ -287,7 +287,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if self.loss == "poisson" and (y < 0).any():
-            raise ValueError(
+            raise pn.PolynnValueError(
                 f'loss="poisson" needs targets >= 0; y has values down to {y.min()!r}.'
             )
         return X, y
