@@ -7,8 +7,9 @@ temporary directory in a subprocess, with scikit-learn's ``global_random_seed`` 
 supplied as 42. The estimators take their backend from ``POLYNN_BACKEND``.
 
 On NumPy this takes about 16 s and runs in the default test run. On other backends it takes
-35-50 s (array-api-strict, PyTorch on the CPU), so there it runs only when
-``POLYNN_SKLEARN_SUITE=1``, as the ``tests-sklearn`` nox session sets.
+longer (array-api-strict about 35 s, PyTorch on the CPU 50 s, JAX 3 minutes), so there it
+runs only when ``POLYNN_SKLEARN_SUITE=1``, as the ``tests-sklearn`` nox session sets (on
+array-api-strict). On JAX the subprocess switches on 64-bit mode, as polynn's own tests do.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ SOURCE = Path(sklearn.__file__).parent / "neural_network" / "tests" / "test_mlp.
 IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
 OURS = "from polynn.sklearn import MLPClassifier, MLPRegressor"
 CONFTEST = """\
+import os
+
 import pytest
+
+if os.environ.get("POLYNN_BACKEND") == "jax":  # float64 data trains in float64, as in polynn's
+    import jax  # own tests, which switch JAX's 64-bit mode on in the same way
+
+    jax.config.update("jax_enable_x64", True)
 
 
 @pytest.fixture
@@ -75,8 +83,8 @@ def test_scikit_learns_mlp_tests_pass(backend, tmp_path):
         pytest.skip(f"this scikit-learn installation has no test files ({SOURCE} is missing)")
     if backend.name != "numpy" and os.environ.get("POLYNN_SKLEARN_SUITE") != "1":
         pytest.skip(
-            "scikit-learn's MLP tests take 35-50 s on this backend: set POLYNN_SKLEARN_SUITE=1 "
-            "(the tests-sklearn nox session does)"
+            "scikit-learn's MLP tests take 35 s to 3 minutes off NumPy: set "
+            "POLYNN_SKLEARN_SUITE=1 (the tests-sklearn nox session does)"
         )
     outcomes = run_suite(tmp_path, backend.name)
     failed = {name: msg for name, (outcome, msg) in outcomes.items() if outcome == "failed"}
