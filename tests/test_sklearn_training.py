@@ -235,3 +235,47 @@ def test_pickled_estimator_keeps_training(backend):
     for _ in range(20):
         again.partial_fit(X, y)
     assert again.loss_curve_[-1] < before
+
+
+# -- scikit-learn's own estimators as the reference --------------------------------------------
+SAME_AS_SKLEARN = {
+    "adam": dict(solver="adam", learning_rate_init=0.01),
+    "sgd-nesterov-invscaling": dict(solver="sgd", learning_rate="invscaling", power_t=0.3,
+                                    learning_rate_init=0.5),
+    "sgd-momentum-adaptive": dict(solver="sgd", learning_rate="adaptive", tol=0.5,
+                                  n_iter_no_change=1, nesterovs_momentum=False,
+                                  learning_rate_init=0.1),
+    "adam-early-stopping": dict(solver="adam", early_stopping=True, validation_fraction=0.2,
+                                learning_rate_init=0.01),
+    "sgd-weighted": dict(solver="sgd", momentum=0.5, learning_rate_init=0.1),
+    "lbfgs": dict(solver="lbfgs", max_iter=15),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(SAME_AS_SKLEARN))
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_same_steps_as_scikit_learn(backend, name, kind):
+    """Given the same random_state, polynn's estimators draw scikit-learn's initial weights,
+    batch orders and validation split, and take its steps: the fitted weights agree to
+    float64 rounding."""
+    from sklearn import neural_network
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(90, 6))
+    y = rng.integers(0, 3, size=90) if kind == "classifier" else X @ rng.normal(size=6)
+    sw = rng.uniform(0.5, 2.0, size=90) if name == "sgd-weighted" else None
+    params = {"hidden_layer_sizes": (7, 5), "batch_size": 20, "max_iter": 8, "random_state": 0,
+              "alpha": 1e-3, **SAME_AS_SKLEARN[name]}  # fmt: skip
+    make = MLPClassifier if kind == "classifier" else MLPRegressor
+    ours = make(backend=backend.name, **params).fit(X, y, sample_weight=sw)
+    theirs = getattr(neural_network, make.__name__)(**params).fit(X, y, sample_weight=sw)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+    assert ours.n_iter_ == theirs.n_iter_
+    if name != "lbfgs":
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+        assert ours._optimizer.learning_rate == pytest.approx(theirs._optimizer.learning_rate)
+        if theirs.validation_scores_ is None:
+            assert ours.validation_scores_ is None
+        else:
+            np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_)

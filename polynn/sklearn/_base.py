@@ -362,11 +362,13 @@ class BaseMLP(BaseEstimator):
         xp = net.backend.xp
         best = None  # the weights of the best validation score of this call, on the device
         self.n_iter_ = 0
+        host_order = None  # the row order, reshuffled each epoch as scikit-learn does
         for _ in range(int(self.max_iter)):
             order = None
             if self.shuffle:
                 permutation = self._random_state.permutation(rows)
-                order = net.backend.from_numpy(permutation)
+                host_order = permutation if host_order is None else host_order[permutation]
+                order = net.backend.from_numpy(host_order)
             total = 0.0
             for start in range(0, rows, batch_size):
                 stop = min(start + batch_size, rows)

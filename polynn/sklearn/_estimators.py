@@ -32,9 +32,9 @@ _PARAMETERS = """
 
     ``solver="lbfgs"`` is host-driven: SciPy's L-BFGS-B runs on the host, and each of its
     loss evaluations copies the parameters to the device once, computes the loss and
-    gradient there and copies the gradient back once. SGD and Adam are polynn's optimizers
-    (see ``polynn.sklearn._solvers.Stochastic`` for how they differ from scikit-learn's
-    when a schedule changes the rate, and where Adam's epsilon enters).
+    gradient there and copies the gradient back once. SGD and Adam are polynn's optimizers,
+    adjusted to take scikit-learn's steps (``polynn.sklearn._solvers.Stochastic``): with
+    the same ``random_state`` the fitted weights agree with scikit-learn's to rounding.
 
     Fitted attributes, as NumPy arrays and Python numbers whatever the backend:
     ``coefs_``, ``intercepts_``, ``n_layers_``, ``n_outputs_``, ``out_activation_``,

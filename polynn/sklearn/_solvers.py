@@ -16,6 +16,7 @@ gradients are computed, for both.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import polynn as pn
@@ -102,18 +103,23 @@ def minimize_lbfgs(
 
 
 class Stochastic:
-    """polynn's SGD or Adam with scikit-learn's learning-rate schedule.
+    """polynn's SGD or Adam, taking scikit-learn's steps, with its learning-rate schedule.
 
     ``learning_rate`` is the current rate. ``"invscaling"`` sets it to
     ``learning_rate_init / (t + 1) ** power_t`` after each epoch (``t``: samples seen);
     ``"adaptive"`` divides it by 5 each time the stopping rule fires, and stops once it is
     at most 1e-6. Only SGD has schedules (as in scikit-learn); Adam's rate is constant.
 
-    The update rules are polynn's, which put momentum and Adam's epsilon where PyTorch puts
-    them: with a constant rate SGD's steps equal scikit-learn's, and Adam's differ by where
-    ``epsilon`` enters (added to the bias-corrected root), a difference of order
-    ``epsilon``. When a schedule changes the rate, polynn's momentum carries the *gradients*
-    (scaled by the new rate) where scikit-learn's carries past *steps*.
+    polynn's update rules put momentum and Adam's epsilon where PyTorch puts them; two
+    adjustments make their steps scikit-learn's. SGD's velocity holds gradients (PyTorch's
+    ``v = momentum * v + g``, then ``p -= rate * v``) where scikit-learn's holds steps
+    (``v = momentum * v - rate * g``, then ``p += v``): the same while the rate is constant,
+    so when a schedule changes the rate the velocity is rescaled by old rate / new rate.
+    Adam adds ``eps`` to the bias-corrected root ``sqrt(v / (1 - beta_2**t))`` where
+    scikit-learn adds ``epsilon`` to ``sqrt(v)``: step ``t`` passes
+    ``eps = epsilon / sqrt(1 - beta_2**t)``, which gives scikit-learn's step exactly. For
+    Adam, ``learning_rate`` is then scikit-learn's bias-corrected rate of the last step,
+    ``learning_rate_init * sqrt(1 - beta_2**t) / (1 - beta_1**t)``.
     """
 
     def __init__(
@@ -132,21 +138,39 @@ class Stochastic:
         self.learning_rate = self.learning_rate_init
         self.schedule = schedule if solver == "sgd" else "constant"
         self.power_t = float(power_t)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
         if solver == "sgd":
             momentum = float(momentum)
             self.optimizer: pn.Optimizer = pn.SGD(
                 lr=self.learning_rate, momentum=momentum, nesterov=nesterov and momentum > 0
             )
         else:
-            self.optimizer = pn.Adam(lr=self.learning_rate, beta1=beta_1, beta2=beta_2, eps=epsilon)
+            self.optimizer = pn.Adam(
+                lr=self.learning_rate, beta1=beta_1, beta2=self.beta_2, eps=self.epsilon
+            )
 
     def bind(self, net: pn.Sequential) -> None:
         """Update ``net``'s parameters from now on (keeping the state if they are the same)."""
         self.optimizer.bind(net.params, net.backend)
 
     def step(self) -> None:
-        self.optimizer.lr = self.learning_rate
-        self.optimizer.step()
+        """One update of the bound parameters from their gradients."""
+        optimizer = self.optimizer
+        if isinstance(optimizer, pn.Adam):
+            t = optimizer.iterations + 1
+            root = math.sqrt(1.0 - self.beta_2**t)
+            optimizer.eps = self.epsilon / root
+            optimizer.step()
+            # scikit-learn's Adam reports its bias-corrected rate as learning_rate
+            self.learning_rate = self.learning_rate_init * root / (1.0 - self.beta_1**t)
+            return
+        if optimizer.lr != self.learning_rate:
+            ratio = optimizer.lr / self.learning_rate
+            for state in optimizer.state:
+                if "velocity" in state:
+                    state["velocity"] = state["velocity"] * ratio
+        optimizer.lr = self.learning_rate
+        optimizer.step()
 
     def iteration_ends(self, samples_seen: int) -> None:
         if self.schedule == "invscaling":
