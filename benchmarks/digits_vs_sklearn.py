@@ -11,9 +11,9 @@ epochs. polynn's ``Sequential.fit`` runs on NumPy in float32. scikit-learn's
 same hyperparameters and are each timed twice: on the float64 pixels that ``load_digits``
 gives (their usual use) and on float32 pixels (which both keep in float32). Each time is the
 wall-clock time of ``fit`` alone; the last row holds the medians over the seeds. Seeds change
-the initial weights and the batch order; the split is the same for all. Given a seed the two estimators
-draw the same initial weights and batch orders and take the same steps (polynn's follows
-scikit-learn's), so their accuracies agree; the times compare the implementations.
+the initial weights and the batch order; the split is the same for all. Given a seed the two
+estimators draw the same initial weights and batch orders and take the same steps (polynn's
+follows scikit-learn's), so their accuracies agree; the times compare the implementations.
 """
 
 from __future__ import annotations

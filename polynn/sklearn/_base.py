@@ -364,21 +364,18 @@ class BaseMLP(BaseEstimator):
         self.n_iter_ = 0
         host_order = None  # the row order, reshuffled each epoch as scikit-learn does
         for _ in range(int(self.max_iter)):
-            order = None
-            if self.shuffle:
+            Xe, Ye, swe = X, Y, sw
+            if self.shuffle:  # the epoch's rows in their new order: one copy, then slices
                 permutation = self._random_state.permutation(rows)
                 host_order = permutation if host_order is None else host_order[permutation]
                 order = net.backend.from_numpy(host_order)
+                Xe, Ye = xp.take(X, order, axis=0), xp.take(Y, order, axis=0)
+                swe = None if sw is None else xp.take(sw, order, axis=0)
             total = 0.0
             for start in range(0, rows, batch_size):
                 stop = min(start + batch_size, rows)
-                if order is None:
-                    xb, yb = X[start:stop, ...], Y[start:stop, ...]
-                    wb = None if sw is None else sw[start:stop]
-                else:
-                    index = order[start:stop]
-                    xb, yb = xp.take(X, index, axis=0), xp.take(Y, index, axis=0)
-                    wb = None if sw is None else xp.take(sw, index, axis=0)
+                xb, yb = Xe[start:stop, ...], Ye[start:stop, ...]
+                wb = None if swe is None else swe[start:stop]
                 value = loss_and_gradients(net, self.out_activation_, self.alpha, xb, yb, wb)
                 solver.step()
                 total = total + value * (stop - start)
