@@ -14,7 +14,7 @@ from polynn._checks import path as checks_path
 from polynn.backends import POLICIES, Backend, check_matmul_precision, dtype_name, get
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
-from polynn.data import inputs, pairs
+from polynn.data import inputs, pairs, weights
 from polynn.distributed import MPI, agreed
 from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
@@ -91,10 +91,17 @@ class Sequential:
             dense[0].need_input_grad = False
         self._layers = fuse(layers)  # the layers that run: activations fused into Dense
         self.params: list[Parameter] = [p for layer in layers for p in layer.params]
+        #: Non-trainable arrays (running statistics), saved with the model.
+        self.buffers: list[Parameter] = [b for layer in layers for b in layer.buffers]
         #: float16's dynamic loss scaling (``polynn.precision``); it lasts across ``fit`` calls.
         self.loss_scale = LossScale() if self.dtype_name == "mixed_float16" else None
+        #: The loss, metrics and optimizer of the last ``fit`` (or of the file it was loaded
+        #: from): ``fit`` and ``evaluate`` use them when called without.
         self.loss: Loss | None = None
+        self.metrics: list[str] | None = None
         self.optimizer: Optimizer | None = None
+        #: True for a model loaded from a format-1 file, which does not record its loss.
+        self.loss_unknown = False
         self.stop_training = False
         self._last_output_shape: tuple[int, ...] | None = None
 
@@ -165,7 +172,7 @@ class Sequential:
         X: Any,
         y: Any,
         *,
-        loss: str | Loss = "mse",
+        loss: str | Loss | None = None,
         optimizer: str | Optimizer | None = None,
         epochs: int = 1,
         batch_size: int | None = None,
@@ -175,14 +182,23 @@ class Sequential:
         validation_data: tuple[Any, Any] | None = None,
         validation_split: float = 0.0,
         callbacks: Sequence[Callback] | None = None,
+        sample_weight: Any = None,
+        class_weight: dict[int, float] | None = None,
         distributed: MPI | None = None,
     ) -> History:
-        """Train on ``(X, y)`` and return a ``History`` (``history.history[name]``: one float
-        per epoch for the loss, each metric and, with validation data, their ``val_`` forms).
+        """Train on ``(X, y)`` and return a ``History`` (``history[name]``: one float per
+        epoch for the loss, each metric, the learning rate ``lr`` and, with validation data,
+        the ``val_`` figures).
 
+        ``loss``, ``optimizer`` and ``metrics`` left out are the model's own: those of the
+        last ``fit`` or of the file it was loaded from, else MSE, ``SGD(lr=0.01)`` and none.
+        The optimizer keeps its state from one ``fit`` to the next.
         ``batch_size=None`` trains on the full batch; ``shuffle`` reorders the rows each
-        epoch (from the model's seed) when there are several batches. ``optimizer`` defaults
-        to ``SGD(lr=0.01)``; a second ``fit`` with the same optimizer continues its state.
+        epoch (from the model's seed) when there are several batches.
+        ``sample_weight`` (one non-negative weight per row) and ``class_weight`` (``{class
+        index: weight}``, for class targets) make the loss a weighted mean; the weights are
+        scaled to average 1, so each batch's loss is ``mean(w * loss per row)``. Metrics are
+        not weighted.
         ``verbose=1`` shows a progress bar over the epochs, ``verbose=2`` also one over each
         epoch's batches, ``verbose=0`` nothing; where stderr is not a terminal, one line per
         epoch instead of bars.
@@ -202,8 +218,9 @@ class Sequential:
             not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
         ):
             raise PolynnTypeError("validation_data must be a pair (X_val, y_val).")
-        loss = get_loss(loss, self.backend)
-        optimizer = get_optimizer(optimizer)
+        loss = self._loss(loss, "fit")
+        optimizer = get_optimizer(optimizer if optimizer is not None else self.optimizer)
+        metrics = self._metrics(metrics)
         metric_fns = metrics_for(metrics, loss, self.n_outputs)
         callbacks = check_callbacks(callbacks)
         dist = distributed_check(distributed)
@@ -212,21 +229,31 @@ class Sequential:
                 f"distributed training runs in float32 or float64; dtype={self.dtype_name!r} "
                 "is not supported with distributed= yet."
             )
+        if dist is not None and (sample_weight is not None or class_weight is not None):
+            raise PolynnValueError(
+                "sample_weight and class_weight are not supported with distributed= yet."
+            )
         with self.backend.context(self.matmul_precision):
             with agreed(dist):  # bad data on one rank stops every rank
                 X, y = pairs(self, X, y, loss)
+                w = None
+                if sample_weight is not None or class_weight is not None:
+                    w = weights(self, y, loss, sample_weight, class_weight)
                 if validation_split:
                     X, y, validation = split(X, y, validation_split)
+                    if w is not None:  # the training rows' weights, averaging 1 again
+                        w = w[: X.shape[0], ...]
+                        w = w * (X.shape[0] / float(self.backend.xp.sum(w)))
                 elif validation_data is not None:
                     validation = pairs(self, *validation_data, loss)
                 else:
                     validation = None
             optimizer.bind(self.params, self.backend)
-            self.loss, self.optimizer = loss, optimizer
+            self.loss, self.optimizer, self.metrics = loss, optimizer, metrics
             if dist is not None and dist.sharded:
                 batch_size = dist.local_batch_size(batch_size)
             batches = ArrayBatches(
-                X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng
+                X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng, w=w
             )
             return train(
                 self,
@@ -242,6 +269,25 @@ class Sequential:
                 dist=dist,
             )
 
+    def _loss(self, loss: str | Loss | None, caller: str) -> Loss:
+        """``loss``, else the model's own, else MSE (a format-1 file's model has none)."""
+        if loss is None and self.loss is not None:
+            return self.loss
+        if loss is None and self.loss_unknown:
+            raise PolynnValueError(
+                f"this model was loaded from a format-1 file, which does not record the loss "
+                f"it was trained with: pass it to {caller}, e.g. loss='cross_entropy'."
+            )
+        return get_loss(loss if loss is not None else "mse", self.backend)
+
+    def _metrics(self, metrics: Sequence[str] | None) -> list[str] | None:
+        """``metrics``, else the model's own (``[]`` asks for none)."""
+        if metrics is None:
+            return self.metrics
+        if isinstance(metrics, (list, tuple)):
+            return list(metrics)
+        return metrics  # metrics_for refuses it with the reason
+
     def evaluate(
         self,
         X: Any,
@@ -250,24 +296,29 @@ class Sequential:
         loss: str | Loss | None = None,
         metrics: Sequence[str] | None = None,
         batch_size: int | None = None,
+        sample_weight: Any = None,
         distributed: MPI | None = None,
     ) -> dict[str, float]:
         """``{"loss": ..., "<metric>": ...}`` over all of ``(X, y)``.
 
-        ``loss=None`` takes the loss of the last ``fit``, or MSE before any. With
-        ``distributed``, each rank scores its share (or, sharded, its own rows) and every rank
-        returns the figures of all the data.
+        ``loss`` and ``metrics`` left out are the model's own (those of the last ``fit``, or
+        of the file it was loaded from), else MSE and none. With ``sample_weight`` the loss is
+        the weighted mean. With ``distributed``, each rank scores its share (or, sharded, its
+        own rows) and every rank returns the figures of all the data.
         """
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
-        loss = get_loss(loss if loss is not None else (self.loss or "mse"), self.backend)
-        metric_fns = metrics_for(metrics, loss, self.n_outputs)
+        loss = self._loss(loss, "evaluate")
+        metric_fns = metrics_for(self._metrics(metrics), loss, self.n_outputs)
         dist = distributed_check(distributed)
+        if dist is not None and sample_weight is not None:
+            raise PolynnValueError("sample_weight is not supported with distributed= yet.")
         with self.backend.context(self.matmul_precision), self._half_weights():
             with agreed(dist):
                 X, y = pairs(self, X, y, loss)
+                w = None if sample_weight is None else weights(self, y, loss, sample_weight)
             layers = layers_for(self._layers, loss)
-            return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist)
+            return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w)
 
     # -- weights and files ------------------------------------------------------------------
     def get_weights(self) -> list[Any]:
@@ -336,9 +387,12 @@ class Sequential:
         )
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model to one ``.npz`` file at ``path``, atomically: an existing file is
-        replaced only once the new one is complete."""
-        files.write(path, self.get_weights(), self.get_config())
+        """Write the model to one file at ``path`` (``.npz``, or safetensors for a path ending
+        in ``.safetensors``), atomically: an existing file is replaced only once the new one
+        is complete. The file holds the layers, weights and buffers, and the training state
+        (loss, metrics, optimizer with its state and schedule, RNG positions): ``pn.load``
+        then continues exactly where this model is."""
+        files.save(self, path)
 
     def export_onnx(self, path: str | os.PathLike) -> None:
         """Write the inference graph to an ONNX file at ``path`` (``polynn.export``), for
@@ -346,19 +400,24 @@ class Sequential:
         export_onnx(self, checks_path(path, "the ONNX file path"))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickling keeps the layers, weights, dtype, seed and backend name (not the
-        optimizer state): a namespace module itself cannot be pickled."""
-        state = (self.get_config(), self.get_weights(), self.backend.name, self.seed)
-        return files.unpickle, state
+        """Pickling keeps what ``save`` writes, and the backend's name (a namespace module
+        itself cannot be pickled)."""
+        config, arrays = files.state(self)
+        return files.unpickle, (config, arrays, self.backend.name, self.seed)
 
     def to(self, backend: str | Backend, device: Any = None) -> Sequential:
-        """This model on another backend or device: a copy with the same weights, dtype, seed,
-        last loss and optimizer state (so that training can go on there). Arrays travel
+        """This model on another backend or device: a copy with the same weights, buffers,
+        dtype, seed, loss, metrics, optimizer state and RNG positions (so that training goes
+        on there as it would have here). Arrays travel
         through DLPack where both libraries support it, else through the host."""
         net = Sequential.from_config(self.get_config(), backend, device, seed=self.seed)
         with net.backend.context():
-            for mine, theirs in zip(net.params, self.params):
+            for mine, theirs in zip(net.params + net.buffers, self.params + self.buffers):
                 mine.value = net.backend.adopt(theirs.value)
+            for mine_layer, their_layer in zip(net.layers, self.layers):
+                mine_layer.set_state(their_layer.get_state())
+            net._rng.state = self._rng.state
+            net.metrics, net.loss_unknown = self.metrics, self.loss_unknown
             net.loss = None if self.loss is None else get_loss(copy.copy(self.loss), net.backend)
             if self.optimizer is not None:
                 net.optimizer = self.optimizer.copy_for(net.params, net.backend)

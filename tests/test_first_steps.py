@@ -59,7 +59,7 @@ def test_class_labels_without_cross_entropy_point_to_it(backend):
 def test_the_history_reads_like_a_dict(backend):
     hist = pn.Sequential(pn.Dense(2, 1), backend=backend).fit([[1, 2]], [1], epochs=2, verbose=0)
     assert hist["loss"] is hist.history["loss"] and len(hist["loss"]) == 2
-    with pytest.raises(pn.PolynnValueError, match="has no 'val_loss'; it holds \\['loss'\\]"):
+    with pytest.raises(pn.PolynnValueError, match="has no 'val_loss'; it holds \\['loss', 'lr'\\]"):
         hist["val_loss"]
 
 
