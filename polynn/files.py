@@ -222,7 +222,9 @@ def restore(
             net.loss = get_loss(build("loss", loss, custom_objects), backend)
         metrics = training.get("metrics")
         if metrics is not None:
-            net.metrics = [lookup("metric", m, custom_objects) and m for m in metrics]
+            for metric in metrics:
+                lookup("metric", metric, custom_objects)  # known, or a clear error
+            net.metrics = list(metrics)
         if training.get("optimizer") is not None:
             net.optimizer = _optimizer(
                 training["optimizer"], net, arrays[n_params + n_buffers :], custom_objects
