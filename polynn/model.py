@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from polynn import files
@@ -319,6 +320,47 @@ class Sequential:
                 w = None if sample_weight is None else weights(self, y, loss, sample_weight)
             layers = layers_for(self._layers, loss)
             return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w)
+
+    # -- description ------------------------------------------------------------------------
+    def count_params(self) -> int:
+        """The number of trainable values (every element of every parameter)."""
+        return sum(math.prod(p.value.shape) for p in self.params)
+
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
+        """Print one row per layer (its name, output shape and parameter count), the totals,
+        and the dtype, backend and device, as Keras's ``summary``. ``print_fn`` receives the
+        whole text (``print`` by default)."""
+        shapes = self._output_shapes()
+        rows = [("Layer", "Output shape", "Params")]
+        for layer, shape in zip(self.layers, shapes):
+            count = sum(math.prod(p.value.shape) for p in layer.params)
+            name = repr(layer)
+            name = name if len(name) <= 44 else name[:41] + "..."
+            rows.append((name, shape, f"{count:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
+        rule = "-" * len(lines[0])
+        frozen = sum(math.prod(b.value.shape) for b in self.buffers)
+        lines[1:1] = [rule]
+        lines += [
+            rule,
+            f"Total params: {self.count_params() + frozen:,} (trainable {self.count_params():,}, "
+            f"non-trainable {frozen:,})",
+            f"dtype {self.dtype_name}, backend {self.backend.name}, device {self.backend.device}",
+        ]
+        print_fn("\n".join(lines))
+
+    def _output_shapes(self) -> list[str]:
+        """Each layer's output shape, ``(None, ...)``, found by running one row of zeros."""
+        xp = self.backend.xp
+        shape: tuple[int, ...] = (1, self.in_features)
+        out = []
+        with self.backend.context(self.matmul_precision), self._half_weights():
+            x = xp.zeros(shape, dtype=self.compute_dtype, device=self.backend.device)
+            for layer in self.layers:
+                x = layer.forward(x)
+                out.append(str((None, *x.shape[1:])))
+        return out
 
     # -- weights and files ------------------------------------------------------------------
     def get_weights(self) -> list[Any]:
