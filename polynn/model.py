@@ -6,10 +6,10 @@ import contextlib
 import copy
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from polynn import files
+from polynn import files, streaming
 from polynn._checks import integer, number
 from polynn._checks import path as checks_path
 from polynn.backends import POLICIES, Backend, check_matmul_precision, dtype_name, get
@@ -24,6 +24,7 @@ from polynn.layers import Layer, Parameter, check_stack, fuse
 from polynn.losses import Loss, get_loss
 from polynn.optimizers import Optimizer, get_optimizer
 from polynn.precision import LossScale, half_weights
+from polynn.streaming import StreamBatches, is_stream
 from polynn.training import (
     ArrayBatches,
     check_callbacks,
@@ -31,6 +32,7 @@ from polynn.training import (
     metrics_for,
     run,
     score,
+    score_batches,
     spans,
     split,
     train,
@@ -151,13 +153,21 @@ class Sequential:
 
     def predict(self, X: Any, batch_size: int | None = None) -> Any:
         """The network's output for ``X``, an array of the backend on its device, in the
-        parameters' dtype (float32 also under a mixed-precision policy)."""
+        parameters' dtype (float32 also under a mixed-precision policy). ``X`` may also be a
+        stream of batches (``polynn.streaming``): the outputs are then concatenated."""
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
         xp = self.backend.xp
         with self.backend.context(self.matmul_precision), self._half_weights():
-            X = inputs(self, X)
-            chunks = [run(self._layers, X[s:e, ...]) for s, e in spans(X.shape[0], batch_size)]
+            if is_stream(X):
+                stream = streaming.inputs(X, self.backend, self.dtype)
+                chunks = [run(self._layers, inputs(self, x)) for x in stream]
+                if not chunks:
+                    raise PolynnValueError("the data stream gave no batches to predict.")
+            else:
+                X = inputs(self, X)
+                batch_spans = spans(X.shape[0], batch_size)
+                chunks = [run(self._layers, X[a:b, ...]) for a, b in batch_spans]
             out = chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=0)
             out = xp.astype(out, self.dtype, copy=False)
             if not bool(xp.all(xp.isfinite(out))):
@@ -171,7 +181,7 @@ class Sequential:
     def fit(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         *,
         loss: str | Loss | None = None,
         optimizer: str | Optimizer | None = None,
@@ -206,6 +216,10 @@ class Sequential:
         ``validation_split`` holds out that fraction of the last rows (before shuffling).
         ``distributed=pn.distributed.MPI()`` trains data-parallel over the processes of an
         MPI launch (see ``polynn.distributed``). The loop itself is ``polynn.training.train``.
+
+        ``X`` may instead be a stream of ``(X, y)`` batches, with ``y`` left out: an iterable,
+        or a function returning a new one for each epoch (``polynn.streaming``); the next
+        batches are read and copied to the device while the current one computes.
         """
         epochs = integer(epochs, "epochs", 0)
         if batch_size is not None:
@@ -219,6 +233,19 @@ class Sequential:
             not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
         ):
             raise PolynnTypeError("validation_data must be a pair (X_val, y_val).")
+        stream = _stream_or_pair(X, y, "fit")
+        if stream and (batch_size is not None or validation_split or sample_weight is not None
+                       or class_weight is not None or distributed is not None):  # fmt: skip
+            raise PolynnValueError(
+                "with a stream of batches, the stream makes the batches: batch_size, "
+                "validation_split, sample_weight, class_weight and distributed do not apply "
+                "(validation_data does)."
+            )
+        if stream and epochs > 1 and isinstance(X, Iterator):
+            raise PolynnValueError(
+                f"an iterator of batches can be read once, and epochs={epochs}: pass a function "
+                "that returns a new iterator for each epoch, e.g. fit(lambda: batches(), ...)."
+            )
         loss = self._loss(loss, "fit")
         optimizer = get_optimizer(optimizer if optimizer is not None else self.optimizer)
         metrics = self._metrics(metrics)
@@ -236,6 +263,15 @@ class Sequential:
             )
         with self.backend.context(self.matmul_precision):
             with agreed(dist):  # bad data on one rank stops every rank
+                if stream:
+                    validation = None
+                    if validation_data is not None:
+                        validation = pairs(self, *validation_data, loss)
+                    batches = StreamBatches(
+                        X, lambda x, y: pairs(self, x, y, loss), self.backend, self.dtype
+                    )
+                    return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
+                                       validation, callbacks, verbose, None)  # fmt: skip
                 X, y = pairs(self, X, y, loss)
                 w = None
                 if sample_weight is not None or class_weight is not None:
@@ -249,26 +285,43 @@ class Sequential:
                     validation = pairs(self, *validation_data, loss)
                 else:
                     validation = None
-            optimizer.bind(self.params, self.backend)
-            self.loss, self.optimizer, self.metrics = loss, optimizer, metrics
             if dist is not None and dist.sharded:
                 batch_size = dist.local_batch_size(batch_size)
             batches = ArrayBatches(
                 X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng, w=w
             )
-            return train(
-                self,
-                layers_for(self._layers, loss),
-                batches,
-                loss=loss,
-                optimizer=optimizer,
-                metrics=metric_fns,
-                epochs=epochs,
-                validation=validation,
-                callbacks=callbacks,
-                verbose=int(verbose),
-                dist=dist,
-            )
+            return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
+                               validation, callbacks, verbose, dist)  # fmt: skip
+
+    def _train(
+        self,
+        batches: ArrayBatches | StreamBatches,
+        loss: Loss,
+        optimizer: Optimizer,
+        metrics: list[str] | None,
+        metric_fns: dict[str, Any],
+        epochs: int,
+        validation: tuple[Any, Any] | None,
+        callbacks: list[Callback],
+        verbose: int,
+        dist: MPI | None,
+    ) -> History:
+        """Bind the optimizer, keep the training settings, and run ``polynn.training.train``."""
+        optimizer.bind(self.params, self.backend)
+        self.loss, self.optimizer, self.metrics = loss, optimizer, metrics
+        return train(
+            self,
+            layers_for(self._layers, loss),
+            batches,
+            loss=loss,
+            optimizer=optimizer,
+            metrics=metric_fns,
+            epochs=epochs,
+            validation=validation,
+            callbacks=callbacks,
+            verbose=int(verbose),
+            dist=dist,
+        )
 
     def _loss(self, loss: str | Loss | None, caller: str) -> Loss:
         """``loss``, else the model's own, else MSE (a format-1 file's model has none)."""
@@ -292,7 +345,7 @@ class Sequential:
     def evaluate(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         *,
         loss: str | Loss | None = None,
         metrics: Sequence[str] | None = None,
@@ -305,12 +358,26 @@ class Sequential:
         ``loss`` and ``metrics`` left out are the model's own (those of the last ``fit``, or
         of the file it was loaded from), else MSE and none. With ``sample_weight`` the loss is
         the weighted mean. With ``distributed``, each rank scores its share (or, sharded, its
-        own rows) and every rank returns the figures of all the data.
+        own rows) and every rank returns the figures of all the data. ``X`` may instead be a
+        stream of ``(X, y)`` batches, with ``y`` left out (``polynn.streaming``).
         """
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
+        stream = _stream_or_pair(X, y, "evaluate")
+        if stream and (batch_size is not None or sample_weight is not None
+                       or distributed is not None):  # fmt: skip
+            raise PolynnValueError(
+                "with a stream of batches, batch_size, sample_weight and distributed do not "
+                "apply: the stream makes the batches."
+            )
         loss = self._loss(loss, "evaluate")
         metric_fns = metrics_for(self._metrics(metrics), loss, self.n_outputs)
+        if stream:
+            layers = layers_for(self._layers, loss)
+            with self.backend.context(self.matmul_precision), self._half_weights():
+                check = lambda x, y: pairs(self, x, y, loss)  # noqa: E731
+                batches = StreamBatches(X, check, self.backend, self.dtype)
+                return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend)
         dist = distributed_check(distributed)
         if dist is not None and sample_weight is not None:
             raise PolynnValueError("sample_weight is not supported with distributed= yet.")
@@ -466,6 +533,26 @@ class Sequential:
             if self.loss_scale is not None and net.loss_scale is not None:
                 net.loss_scale = copy.copy(self.loss_scale)
         return net
+
+
+def _stream_or_pair(X: Any, y: Any, caller: str) -> bool:
+    """Whether ``X`` is a stream of ``(X, y)`` batches (then ``y`` must be left out): a
+    function, an iterator or iterable object, or a list of ``(X, y)`` tuples; otherwise ``y``
+    is required."""
+    listed = isinstance(X, list) and bool(X) and all(isinstance(b, tuple) for b in X)
+    if is_stream(X) or (listed and y is None):
+        if y is not None:
+            raise PolynnTypeError(
+                f"{caller} got a stream of batches as X and also y: the stream's batches are "
+                "(X, y) pairs; leave y out."
+            )
+        return True
+    if y is None:
+        raise PolynnTypeError(
+            f"{caller} needs the targets y (or, as X, a stream of (X, y) batches: see "
+            "polynn.streaming)."
+        )
+    return False
 
 
 _unpickle = files.unpickle  # the name pickles written by polynn 0.1.0 refer to

@@ -54,6 +54,7 @@ __all__ = [
     "metrics_for",
     "run",
     "score",
+    "score_batches",
     "spans",
     "split",
     "train",
@@ -365,32 +366,61 @@ def score(
 
     With ``dist`` each rank scores its share of the rows (replicated data) or its own rows
     (sharded), and the sums are added over the ranks."""
-    xp = backend.xp
     if dist is not None and not dist.sharded:
         start, stop = dist.share(X.shape[0])
         X, y = X[start:stop, ...], y[start:stop, ...]
-    values: list[Any] = []
-    counts: dict[str, list[Any]] = {name: [] for name in metrics}
     batch_spans = spans(X.shape[0], batch_size) if X.shape[0] else []
-    for start, stop in batch_spans:
-        yb = y[start:stop, ...]
-        out = xp.astype(run(layers, X[start:stop, ...]), yb.dtype, copy=False)  # from half
-        if w is None:
-            value = loss.value(out, yb)
-        else:
-            value = loss.weighted_value_and_grad(out, yb, w[start:stop, ...])[0]
-        values.append(value if dist is None else value * (stop - start))
-        for name, fn in metrics.items():
-            counts[name].append(fn(out, yb, xp))
-    sizes = [b - a for a, b in batch_spans]
+    batches = (
+        (X[a:b, ...], y[a:b, ...]) + (() if w is None else (w[a:b, ...],)) for a, b in batch_spans
+    )
     if dist is None:
-        return Summary(values, counts, backend).logs(sizes, X.shape[0])[0]
+        return score_batches(layers, batches, loss, metrics, backend)
+    values, counts, _ = _passes(layers, batches, loss, metrics, backend, by_rows=True)
     local = [
         sum(Summary([], {}, backend).to_host(v)) if v else 0.0 for v in (values, *counts.values())
     ]
     total = dist.sum_floats([*local, float(X.shape[0])], backend)
     rows = total[-1]
     return {"loss": total[0] / rows, **{name: c / rows for name, c in zip(counts, total[1:-1])}}
+
+
+def score_batches(
+    layers: Sequence[Layer],
+    batches: Iterable[tuple[Any, ...]],
+    loss: Loss,
+    metrics: Metrics,
+    backend: Backend,
+) -> dict[str, float]:
+    """The loss and metrics over ``batches`` (``(x, y)`` or ``(x, y, w)`` tuples on the
+    device, from arrays or a stream), without updates."""
+    values, counts, sizes = _passes(layers, batches, loss, metrics, backend)
+    return Summary(values, counts, backend).logs(sizes, sum(sizes))[0]
+
+
+def _passes(
+    layers: Sequence[Layer],
+    batches: Iterable[tuple[Any, ...]],
+    loss: Loss,
+    metrics: Metrics,
+    backend: Backend,
+    by_rows: bool = False,
+) -> tuple[list[Any], dict[str, list[Any]], list[int]]:
+    """Each batch's loss (``by_rows``: times its rows) and metric counts, and its rows."""
+    xp = backend.xp
+    values: list[Any] = []
+    counts: dict[str, list[Any]] = {name: [] for name in metrics}
+    sizes: list[int] = []
+    for xb, yb, *wb in batches:
+        out = xp.astype(run(layers, xb), yb.dtype, copy=False)  # from half
+        if wb:
+            value = loss.weighted_value_and_grad(out, yb, wb[0])[0]
+        else:
+            value = loss.value(out, yb)
+        values.append(value * xb.shape[0] if by_rows else value)
+        sizes.append(xb.shape[0])
+        for name, fn in metrics.items():
+            counts[name].append(fn(out, yb, xp))
+    return values, counts, sizes
 
 
 def epochs_of(
