@@ -34,6 +34,7 @@ EXAMPLES = [
     "digits.py --quick",
     "mnist1d.py --quick",
     "regression.py --quick",
+    "memmap.py --quick",
 ]
 
 

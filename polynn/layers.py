@@ -49,6 +49,9 @@ class Layer:
     """Base class. Subclasses implement ``forward`` and ``backward``."""
 
     params: tuple[Parameter, ...] = ()
+    #: Arrays the layer keeps that training does not optimise (running statistics, say):
+    #: saved with the model, not part of ``get_weights``, never seen by an optimizer.
+    buffers: tuple[Parameter, ...] = ()
     #: The weight initialisation a preceding ``Dense`` uses by default.
     init: ClassVar[str] = "glorot_uniform"
     #: Set once a model has built the layer: a layer belongs to one model.
@@ -81,9 +84,21 @@ class Layer:
         """The shapes of the parameters ``build`` creates (known before building it)."""
         return []
 
+    def buffer_shapes(self) -> list[tuple[int, ...]]:
+        """The shapes of the ``buffers`` ``build`` creates (known before building it)."""
+        return []
+
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, for saving."""
         return {}
+
+    def get_state(self) -> dict[str, Any]:
+        """Small state besides arrays (JSON values, e.g. a step counter), saved with the
+        model so that training resumes exactly; ``set_state`` puts it back after ``build``."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``get_state`` returned."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
