@@ -165,7 +165,7 @@ class BaseMLP(BaseEstimator):
         if not (_is_int(self.max_iter) and self.max_iter >= 1):
             raise bad("max_iter", "an integer >= 1")
         real("tol", 0.0)
-        real("momentum", 0.0, 1.0)
+        real("momentum", 0.0, 1.0, open_high=True)  # scikit-learn takes 1; pn.SGD does not
         real("validation_fraction", 0.0, 1.0, open_high=True)
         real("beta_1", 0.0, 1.0, open_high=True)
         real("beta_2", 0.0, 1.0, open_high=True)
@@ -274,12 +274,17 @@ class BaseMLP(BaseEstimator):
         self._keep_weights(net)
         return self
 
-    def _device_data(self, net: pn.Sequential, *arrays: Any) -> list[Any]:
-        """Host arrays (or None) copied once to ``net``'s device, in its dtype."""
-        return [None if a is None else net.backend.from_numpy(a, net.dtype_name) for a in arrays]
+    def _device_data(self, net: pn.Sequential, **arrays: Any) -> list[Any]:
+        """Host arrays (or None) copied once to ``net``'s device, in its dtype; a value that
+        does not fit the dtype (a float32 model) is refused, naming it."""
+        backend = net.backend
+        return [
+            None if a is None else backend.asarray(a, dtype=net.dtype, name=name)
+            for name, a in arrays.items()
+        ]
 
     def _fit_lbfgs(self, net: pn.Sequential, X: Any, y: Any, sample_weight: Any) -> None:
-        X, Y, sw = self._device_data(net, X, y, sample_weight)
+        X, Y, sw = self._device_data(net, X=X, y=y, sample_weight=sample_weight)
         iteration = [0]
 
         def report(intermediate_result: Any) -> None:
@@ -358,7 +363,7 @@ class BaseMLP(BaseEstimator):
                     UserWarning,
                     stacklevel=4,
                 )
-        X, Y, sw = self._device_data(net, X, y, sample_weight)
+        X, Y, sw = self._device_data(net, X=X, y=y, sample_weight=sample_weight)
         xp = net.backend.xp
         best = None  # the weights of the best validation score of this call, on the device
         self.n_iter_ = 0
@@ -439,7 +444,7 @@ class BaseMLP(BaseEstimator):
                 f"size of your dataset (validation_fraction={self.validation_fraction} of "
                 f"{X.shape[0] + X_val.shape[0]} samples leaves {X_val.shape[0]})."
             )
-        (X_val_device,) = self._device_data(net, X_val)
+        (X_val_device,) = self._device_data(net, X=X_val)
         return X, y, sample_weight, (X_val_device, self._validation_targets(y_val), sw_val)
 
     def _score_validation(self, net: pn.Sequential, validation: tuple) -> bool:

@@ -22,7 +22,15 @@ from typing import Any
 import polynn as pn
 from polynn.sklearn._outputs import loss_and_delta
 
-__all__ = ["Stochastic", "loss_and_gradients", "minimize_lbfgs", "flat_gradient"]
+__all__ = [
+    "Stochastic",
+    "flat_gradient",
+    "loss_and_gradients",
+    "minimize_lbfgs",
+    "packed",
+    "packing_order",
+    "set_flat",
+]
 
 
 def loss_and_gradients(
@@ -49,12 +57,17 @@ def loss_and_gradients(
     return value
 
 
+def packing_order(net: pn.Sequential) -> list[pn.Parameter]:
+    """scikit-learn's order of the parameters in its flat vector: every weight matrix, then
+    every bias (``net.params`` holds W1, b1, W2, b2, ...)."""
+    return [*net.params[0::2], *net.params[1::2]]
+
+
 def flat_gradient(net: pn.Sequential) -> Any:
-    """The gradients in scikit-learn's packing order (every weight matrix, then every bias),
-    as one float64 NumPy vector: one copy from the device."""
+    """The gradients in scikit-learn's packing order, as one float64 NumPy vector: one copy
+    from the device."""
     xp = net.backend.xp
-    params = [*net.params[0::2], *net.params[1::2]]
-    flat = xp.concat([xp.reshape(p.grad, (-1,)) for p in params])
+    flat = xp.concat([xp.reshape(p.grad, (-1,)) for p in packing_order(net)])
     return pn.to_numpy(flat).astype("float64")
 
 
@@ -64,11 +77,9 @@ def set_flat(net: pn.Sequential, theta: Any) -> None:
     xp = net.backend.xp
     flat = net.backend.from_numpy(theta, net.dtype_name)
     start = 0
-    for p in [*net.params[0::2], *net.params[1::2]]:
+    for p in packing_order(net):
         shape = tuple(p.value.shape)
-        size = 1
-        for n in shape:
-            size *= n
+        size = math.prod(shape)
         p.value = xp.reshape(flat[start : start + size], shape)
         start += size
 
@@ -76,8 +87,7 @@ def set_flat(net: pn.Sequential, theta: Any) -> None:
 def packed(net: pn.Sequential) -> Any:
     """The parameters in scikit-learn's packing order, as one float64 NumPy vector."""
     xp = net.backend.xp
-    params = [*net.params[0::2], *net.params[1::2]]
-    flat = xp.concat([xp.reshape(p.value, (-1,)) for p in params])
+    flat = xp.concat([xp.reshape(p.value, (-1,)) for p in packing_order(net)])
     return pn.to_numpy(flat).astype("float64")
 
 
