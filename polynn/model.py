@@ -63,7 +63,7 @@ class Sequential:
         seed: int | None = None,
         matmul_precision: str = "highest",
     ) -> None:
-        dense = check_stack(layers)
+        entry, out = check_stack(layers)
         check_matmul_precision(matmul_precision)
         if seed is not None:
             seed = integer(seed, "seed", 0)
@@ -77,8 +77,11 @@ class Sequential:
         self.mixed = self.dtype_name in POLICIES
         self.seed = seed
         self.matmul_precision = matmul_precision
-        self.in_features = dense[0].in_features
-        self.n_outputs = dense[-1].out_features
+        #: The shape of each row of ``X`` (None: any) and of each output row; ``None`` for
+        #: a size that the data fixes (a sequence's length).
+        self.input_shape, self.output_shape = entry, out
+        self.in_features = None if entry is None else entry[-1]
+        self.n_outputs = None if out is None else out[-1]
         self._rng = HostRNG(seed)
         with self.backend.context():
             for i, layer in enumerate(layers):
@@ -87,10 +90,12 @@ class Sequential:
                 if self.mixed:
                     layer.compute_dtype = self.compute_dtype
                 layer.build(self.backend, self.dtype, self._rng, init)
-        if dense[0] is layers[0]:
-            dense[0].need_input_grad = False
+        if hasattr(layers[0], "need_input_grad"):  # a first Dense or Conv1D
+            layers[0].need_input_grad = False
         self._layers = fuse(layers)  # the layers that run: activations fused into Dense
         self.params: list[Parameter] = [p for layer in layers for p in layer.params]
+        #: Non-trainable arrays saved with the model (BatchNorm's running statistics).
+        self.buffers: list[Parameter] = [b for layer in layers for b in layer.buffers]
         #: float16's dynamic loss scaling (``polynn.precision``); it lasts across ``fit`` calls.
         self.loss_scale = LossScale() if self.dtype_name == "mixed_float16" else None
         self.loss: Loss | None = None
@@ -357,8 +362,10 @@ class Sequential:
         through DLPack where both libraries support it, else through the host."""
         net = Sequential.from_config(self.get_config(), backend, device, seed=self.seed)
         with net.backend.context():
-            for mine, theirs in zip(net.params, self.params):
+            for mine, theirs in zip(net.params + net.buffers, self.params + self.buffers):
                 mine.value = net.backend.adopt(theirs.value)
+            for layer, source in zip(net.layers, self.layers):
+                layer.set_state(source.get_state())
             net.loss = None if self.loss is None else get_loss(copy.copy(self.loss), net.backend)
             if self.optimizer is not None:
                 net.optimizer = self.optimizer.copy_for(net.params, net.backend)

@@ -54,6 +54,7 @@ __all__ = [
     "metrics_for",
     "run",
     "score",
+    "set_training",
     "spans",
     "split",
     "train",
@@ -166,6 +167,13 @@ def layers_for(layers: list[Layer], loss: Loss | None) -> list[Layer]:
     if isinstance(layers[last], Softmax):
         return layers[:last]
     return layers
+
+
+def set_training(layers: Iterable[Layer], flag: bool) -> None:
+    """Tell ``layers`` whether the passes that follow are training steps (``fit``) or
+    inference (validation, callbacks, ``predict``, ``evaluate``)."""
+    for layer in layers:
+        layer.training = flag
 
 
 def run(layers: Sequence[Layer], x: Any) -> Any:
@@ -528,12 +536,14 @@ def train(
         scale = (model.loss_scale.scale, model.loss_scale.clean_steps)
     logs: dict[str, float] = {}
     epoch, source = -1, "training"  # the last epoch that ended finite; what diverged
+    set_training(model.layers, True)
     try:
         for epoch, logs in enumerate(
             epochs_of(
                 batches, step, metrics, backend, epochs, optimizer, tick, model.loss_scale, dist
             )
         ):
+            set_training(model.layers, False)  # validation and callbacks infer
             if validation is not None:
                 with model._half_weights():
                     scores = score(layers, *validation, loss, metrics, None, backend, dist)
@@ -560,6 +570,7 @@ def train(
                         cb.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
+            set_training(model.layers, True)
         if epochs and not snapshot.finite():
             source = "weights"
             raise TrainingDivergedError(
@@ -585,6 +596,7 @@ def train(
             "afresh."
         ) from None
     finally:
+        set_training(model.layers, False)
         progress.close()
     for cb in callbacks:
         cb.on_train_end(logs)
