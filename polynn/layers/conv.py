@@ -251,5 +251,6 @@ class GlobalAveragePool1D(Layer):
 
     def backward(self, grad: Any) -> Any:
         xp = self.xp
-        grad = xp.expand_dims(grad / self._shape[1], axis=1)
-        return xp.broadcast_to(grad, self._shape)
+        # A new array, not a broadcast view: the layer before may write into its gradient.
+        spread_out = xp.zeros(self._shape, dtype=grad.dtype, device=self.device)
+        return spread_out + xp.expand_dims(grad / self._shape[1], axis=1)
