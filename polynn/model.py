@@ -289,7 +289,7 @@ class Sequential:
         weights = list(weights)
         if len(weights) != len(self.params):
             raise PolynnValueError(
-                f"set_weights needs {len(self.params)} arrays (W and b of each Dense); "
+                f"set_weights needs {len(self.params)} arrays (as get_weights lists them); "
                 f"got {len(weights)}."
             )
         new = []
