@@ -18,7 +18,7 @@ __all__ = ["inputs", "pairs"]
 
 def inputs(net: Sequential, X: Any) -> Any:
     """``X`` as an array of ``net``'s backend in its compute dtype, of shape (rows, features)
-    (or (rows, *net.input_shape)): host data is checked and moved, finite values that do not
+    (or ``(rows, *net.input_shape)``): host data is checked and moved, finite values that do not
     fit the dtype are refused."""
     X = net.backend.asarray(X, dtype=net.dtype, name="X")
     shape = net.input_shape
