@@ -6,9 +6,17 @@ The same layers, losses and optimizers train on NumPy, CuPy or any conforming na
 
 __version__ = "0.1.0"
 
-from polynn import backends, distributed  # noqa: E402
+from polynn import backends, distributed, schedules  # noqa: E402
 from polynn.backends import to_numpy  # noqa: E402
-from polynn.callbacks import Callback, EarlyStopping, History  # noqa: E402
+from polynn.callbacks import (  # noqa: E402
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    History,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+)
 from polynn.errors import (  # noqa: E402
     BackendUnavailableError,
     PolynnError,
@@ -45,10 +53,32 @@ from polynn.layers import (  # noqa: E402
 )
 from polynn.losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss  # noqa: E402
 from polynn.model import Sequential  # noqa: E402
-from polynn.optimizers import SGD, Adam, Optimizer  # noqa: E402
+from polynn.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
+from polynn.registry import register  # noqa: E402
+from polynn.schedules import (  # noqa: E402
+    CosineDecay,
+    ExponentialDecay,
+    PiecewiseConstant,
+    Schedule,
+    StepDecay,
+)
 
 __all__ = [
+    "Adagrad",
     "Adam",
+    "AdamW",
+    "CSVLogger",
+    "CosineDecay",
+    "ExponentialDecay",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "PiecewiseConstant",
+    "RMSprop",
+    "ReduceLROnPlateau",
+    "Schedule",
+    "StepDecay",
+    "register",
+    "schedules",
     "BackendUnavailableError",
     "BatchNorm",
     "BinaryCrossEntropy",

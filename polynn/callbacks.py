@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import csv
 import math
+import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from polynn._checks import integer, number
+from polynn._checks import path as checks_path
 from polynn.errors import PolynnTypeError, PolynnValueError
 
 if TYPE_CHECKING:
     from polynn.model import Sequential
 
-__all__ = ["Callback", "EarlyStopping", "History"]
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "EarlyStopping",
+    "History",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "ReduceLROnPlateau",
+]
 
 
 class Callback:
@@ -27,6 +39,9 @@ class Callback:
 
     def on_train_begin(self, logs: dict[str, float]) -> None:
         """Called once before the first epoch."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float]) -> None:
+        """Called before each epoch (``epoch`` counts from 0 in this ``fit``)."""
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         """Called after each epoch with its loss, metrics and validation figures."""
@@ -76,21 +91,10 @@ class EarlyStopping(Callback):
         restore_best_weights: bool = False,
         mode: str = "auto",
     ) -> None:
-        if not isinstance(monitor, str):
-            raise PolynnTypeError(
-                f"EarlyStopping monitor must be a name such as 'val_loss'; got {monitor!r}."
-            )
-        if mode not in ("auto", "min", "max"):
-            raise PolynnValueError(
-                f"EarlyStopping mode must be 'auto', 'min' or 'max'; got {mode!r}."
-            )
-        self.monitor = monitor
+        self.monitor, self.mode = _monitor(monitor, mode, "EarlyStopping")
         self.patience = integer(patience, "EarlyStopping patience", 0)
         self.min_delta = number(min_delta, "EarlyStopping min_delta", 0.0)
         self.restore_best_weights = restore_best_weights
-        if mode == "auto":
-            mode = "max" if "accuracy" in monitor else "min"
-        self.mode = mode
 
     def on_train_begin(self, logs: dict[str, float]) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -112,10 +116,7 @@ class EarlyStopping(Callback):
             if self._initial_weights is not None:  # the first epoch: undo it
                 self.model.set_weights(self._initial_weights)
                 restored = " The model's weights are back to what they were before this fit."
-            raise PolynnValueError(
-                f"EarlyStopping monitors {self.monitor!r}, which fit does not log; logged are "
-                f"{sorted(logs)} (val_ figures need validation_data or validation_split).{restored}"
-            )
+            raise _not_logged("EarlyStopping", self.monitor, logs, restored)
         self._initial_weights = None
         value = logs[self.monitor]
         if self._improved(value):
@@ -131,3 +132,186 @@ class EarlyStopping(Callback):
     def on_train_end(self, logs: dict[str, float]) -> None:
         if self.restore_best_weights and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+def _monitor(monitor: Any, mode: str, owner: str) -> tuple[str, str]:
+    """A checked ``monitor`` name and its direction (``"auto"``: "max" for accuracy)."""
+    if not isinstance(monitor, str):
+        raise PolynnTypeError(
+            f"{owner} monitor must be a name such as 'val_loss'; got {monitor!r}."
+        )
+    if mode not in ("auto", "min", "max"):
+        raise PolynnValueError(f"{owner} mode must be 'auto', 'min' or 'max'; got {mode!r}.")
+    if mode == "auto":
+        mode = "max" if "accuracy" in monitor else "min"
+    return monitor, mode
+
+
+def _not_logged(owner: str, monitor: str, logs: dict[str, float], more: str = "") -> Exception:
+    return PolynnValueError(
+        f"{owner} monitors {monitor!r}, which fit does not log; logged are {sorted(logs)} "
+        f"(val_ figures need validation_data or validation_split).{more}"
+    )
+
+
+def _check_no_schedule(model: Sequential, owner: str) -> None:
+    optimizer = model.optimizer
+    if optimizer is not None and optimizer.schedule is not None:
+        raise PolynnValueError(
+            f"{owner} sets the learning rate, but the optimizer follows the schedule "
+            f"{optimizer.schedule!r}; use one or the other."
+        )
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` once ``monitor`` has not improved by
+    ``min_delta`` for ``patience`` epochs, then wait ``cooldown`` epochs before counting
+    again; never below ``min_lr``. The rate lives in the optimizer, so it carries over to
+    later ``fit`` calls and into saved files."""
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        mode: str = "auto",
+    ) -> None:
+        self.monitor, self.mode = _monitor(monitor, mode, "ReduceLROnPlateau")
+        self.factor = number(factor, "ReduceLROnPlateau factor", 0.0, 1.0, low_open=True)
+        self.patience = integer(patience, "ReduceLROnPlateau patience", 0)
+        self.min_delta = number(min_delta, "ReduceLROnPlateau min_delta", 0.0)
+        self.cooldown = integer(cooldown, "ReduceLROnPlateau cooldown", 0)
+        self.min_lr = number(min_lr, "ReduceLROnPlateau min_lr", 0.0)
+
+    def on_train_begin(self, logs: dict[str, float]) -> None:
+        _check_no_schedule(self.model, "ReduceLROnPlateau")
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = 0
+        self.cooling = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if self.monitor not in logs:
+            raise _not_logged("ReduceLROnPlateau", self.monitor, logs)
+        value = logs[self.monitor]
+        if self.mode == "min":
+            improved = value < self.best - self.min_delta
+        else:
+            improved = value > self.best + self.min_delta
+        if self.cooling:
+            self.cooling -= 1
+            self.wait = 0
+        if improved:
+            self.best, self.wait = value, 0
+            return
+        if self.cooling:
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            optimizer = self.model.optimizer
+            optimizer.lr = max(optimizer.lr * self.factor, self.min_lr)
+            self.wait, self.cooling = 0, self.cooldown
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate before each epoch to ``schedule(epoch, lr)``: ``epoch`` counts
+    the optimizer's finished epochs (across ``fit`` calls), ``lr`` is the current rate."""
+
+    def __init__(self, schedule: Callable[[int, float], float]) -> None:
+        if not callable(schedule):
+            raise PolynnTypeError(
+                f"LearningRateScheduler takes a function (epoch, lr) -> lr; got {schedule!r}."
+            )
+        self.schedule = schedule
+
+    def on_train_begin(self, logs: dict[str, float]) -> None:
+        _check_no_schedule(self.model, "LearningRateScheduler")
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float]) -> None:
+        optimizer = self.model.optimizer
+        lr = self.schedule(optimizer.epochs, optimizer.lr)
+        optimizer.lr = number(lr, "the learning rate LearningRateScheduler's function returned",
+                              0.0, low_open=True)  # fmt: skip
+
+
+class ModelCheckpoint(Callback):
+    """Save the model after each epoch to ``path``, in which ``{epoch}`` (counting from 1)
+    and any logged figure (``{val_loss:.3f}``) are filled in.
+
+    With ``save_best_only`` only when ``monitor`` improved on the best so far. Each save is
+    atomic (``Sequential.save``): an interrupted run never leaves a half-written file, and the
+    file holds the optimizer's state, so training can resume from it.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+        mode: str = "auto",
+    ) -> None:
+        self.path = os.fspath(checks_path(path, "ModelCheckpoint path"))
+        self.monitor, self.mode = _monitor(monitor, mode, "ModelCheckpoint")
+        self.save_best_only = bool(save_best_only)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        #: The paths written, in order.
+        self.saved: list[str] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if self.save_best_only:
+            if self.monitor not in logs:
+                raise _not_logged("ModelCheckpoint", self.monitor, logs)
+            value = logs[self.monitor]
+            better = value < self.best if self.mode == "min" else value > self.best
+            if not better:
+                return
+            self.best = value
+        try:
+            path = self.path.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise PolynnValueError(
+                f"ModelCheckpoint path {self.path!r} names {exc}, which is not {{epoch}} or a "
+                f"logged figure ({sorted(logs)})."
+            ) from None
+        self.model.save(path)
+        self.saved.append(path)
+
+
+class CSVLogger(Callback):
+    """Write one CSV row per epoch to ``path``: ``epoch`` (from 0, across ``fit`` calls: the
+    optimizer's count) and every logged figure. ``append=True`` adds to an existing file
+    instead of starting a new one; each row is flushed as it is written."""
+
+    def __init__(self, path: str | os.PathLike, append: bool = False, separator: str = ",") -> None:
+        self.path = checks_path(path, "CSVLogger path")
+        self.append = bool(append)
+        self.separator = separator
+        self._file: Any = None
+        self._writer: Any = None
+
+    def on_train_begin(self, logs: dict[str, float]) -> None:
+        exists = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        try:
+            self._file = open(self.path, "a" if self.append else "w", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise PolynnValueError(f"CSVLogger cannot open {str(self.path)!r}: {exc}") from None
+        self._header_written = exists
+        self._writer = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if self._writer is None:
+            fields = ["epoch", *logs]
+            self._writer = csv.DictWriter(
+                self._file, fieldnames=fields, delimiter=self.separator, extrasaction="ignore"
+            )
+            if not self._header_written:
+                self._writer.writeheader()
+        self._writer.writerow({"epoch": self.model.optimizer.epochs - 1, **logs})
+        self._file.flush()
+
+    def on_train_end(self, logs: dict[str, float]) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -3,17 +3,18 @@ before any layer sees them (``fit``, ``evaluate``, ``predict``, ``forward``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from polynn.backends import POLICIES
-from polynn.errors import PolynnValueError
+from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.layers import compatible
-from polynn.losses import Loss
+from polynn.losses import CrossEntropy, Loss
 
 if TYPE_CHECKING:
     from polynn.model import Sequential
 
-__all__ = ["inputs", "pairs"]
+__all__ = ["inputs", "pairs", "weights"]
 
 
 def inputs(net: Sequential, X: Any) -> Any:
@@ -67,3 +68,75 @@ def pairs(net: Sequential, X: Any, y: Any, loss: Loss) -> tuple[Any, Any]:
             f"X has {X.shape[0]} rows but y has {y.shape[0]}; each row of X needs one target."
         )
     return X, y
+
+
+def weights(
+    net: Sequential,
+    y: Any,
+    loss: Loss,
+    sample_weight: Any = None,
+    class_weight: Mapping[int, float] | None = None,
+) -> Any:
+    """The weight of each row of ``y`` (targets as ``pairs`` returns them), shape (rows, 1),
+    scaled to average 1, or None without weights. ``class_weight`` maps class indices to
+    weights (classes it leaves out weigh 1) and multiplies ``sample_weight``."""
+    if sample_weight is None and class_weight is None:
+        return None
+    if not loss.supports_weights():
+        raise PolynnValueError(
+            f"weights per sample need the loss's per-row values, and {loss!r} does not define "
+            "row_values(pred, target)."
+        )
+    xp, rows = net.backend.xp, y.shape[0]
+    w = xp.ones((rows,), dtype=net.dtype, device=net.backend.device)
+    if sample_weight is not None:
+        w = net.backend.asarray(sample_weight, dtype=net.dtype, name="sample_weight")
+        if w.ndim == 2 and w.shape[1] == 1:
+            w = xp.reshape(w, (w.shape[0],))
+        if w.ndim != 1 or w.shape[0] != rows:
+            raise PolynnValueError(
+                f"sample_weight has shape {tuple(w.shape)}; expected one weight per row of y: "
+                f"shape ({rows},)."
+            )
+        if not bool(xp.all(w >= 0)):
+            raise PolynnValueError("sample_weight must be non-negative; it has negative values.")
+    if class_weight is not None:
+        w = w * _class_weights(net, y, loss, class_weight)
+    total = float(xp.sum(w))
+    if total <= 0:
+        raise PolynnValueError("the weights of the rows sum to 0; at least one must be positive.")
+    return xp.reshape(w * (rows / total), (rows, 1))
+
+
+def _class_weights(net: Sequential, y: Any, loss: Loss, class_weight: Mapping) -> Any:
+    """Each row's weight from ``class_weight``, by its class: the arg-max of a
+    cross-entropy target row, or the 0/1 target of a single output."""
+    if not isinstance(class_weight, Mapping):
+        raise PolynnTypeError(
+            f"class_weight must be a dict {{class index: weight}}; got {class_weight!r}."
+        )
+    xp = net.backend.xp
+    info = xp.__array_namespace_info__()
+    integer = info.default_dtypes(device=net.backend.device)["integral"]
+    if isinstance(loss, CrossEntropy):
+        labels, classes = xp.argmax(y, axis=1), y.shape[1]
+    elif y.shape[1] == 1 and bool(xp.all((y == 0) | (y == 1))):
+        labels, classes = xp.astype(y[:, 0], integer), 2
+    else:
+        raise PolynnValueError(
+            "class_weight needs class targets: loss='cross_entropy', or one output with 0/1 "
+            "targets; use sample_weight for other targets."
+        )
+    table = [1.0] * classes
+    for key, value in class_weight.items():
+        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < classes:
+            raise PolynnValueError(
+                f"class_weight keys must be class indices in [0, {classes - 1}]; got {key!r}."
+            )
+        if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            raise PolynnValueError(
+                f"class_weight[{key}] must be a finite non-negative number; got {value!r}."
+            )
+        table[key] = float(value)
+    per_class = net.backend.asarray(table, dtype=net.dtype, name="class_weight")
+    return xp.take(per_class, xp.astype(labels, integer), axis=0)

@@ -1,16 +1,24 @@
-"""The model file format: one ``.npz`` holding the weights and a JSON config (or, for paths
+"""The model file format: one ``.npz`` holding the arrays and a JSON config (or, for paths
 ending in ``.safetensors``, a safetensors file with the config in its metadata).
 
-The config names the format and its version, the dtype, and each layer by its class name and
-constructor arguments. Layer names map only to the classes in ``polynn.layers.LAYERS``:
-nothing in a file can name code to import or run. Reading and writing the archive itself
-(atomically, never unpickling) is ``polynn.backends.host``'s.
+The config names the format and its version, the dtype, each layer by its name and
+constructor arguments, and (from format 2) the training state: the loss and metrics, the
+optimizer with its settings, schedule and step counts, the host RNG's position and each
+layer's small state. The arrays are, in order: the weights (``get_weights``), the layers'
+buffers, and the optimizer's state arrays (``training.optimizer.state`` names them, per
+parameter). Names map only to classes polynn defines or the user registered
+(``polynn.registry``): nothing in a file can name code to import or run. Reading and
+writing the archive itself (atomically, never unpickling) is ``polynn.backends.host``'s.
+
+Format 1 (polynn 0.1.0) held the weights and the architecture only; such files load with the
+loss unknown (``evaluate`` and ``fit`` then ask for ``loss=``).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from polynn import __version__
@@ -18,53 +26,118 @@ from polynn import _checks as checks
 from polynn.backends import Backend, dtype_name, get
 from polynn.backends.host import read_model, write_model
 from polynn.errors import PolynnError, PolynnFileError, PolynnValueError
-from polynn.layers import LAYERS, Layer
+from polynn.layers import Layer
+from polynn.losses import get_loss
+from polynn.registry import build, encode, lookup, name_of
 
 if TYPE_CHECKING:
     from polynn.model import Sequential
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "config", "layers_from", "load", "read", "write"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "config",
+    "layers_from",
+    "load",
+    "read",
+    "restore",
+    "save",
+    "state",
+]
 
 FORMAT = "polynn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CustomObjects = Mapping[str, Any] | None
 
 
 def config(layers: Sequence[Layer], dtype: str, **settings: Any) -> dict[str, Any]:
-    """The config of a model: format, versions, dtype, layers, and any ``settings``."""
+    """The architecture of a model: format, versions, dtype, layers, and any ``settings``."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "polynn_version": __version__,
         "dtype": dtype,
-        "layers": [
-            {"type": type(layer).__name__, "config": layer.get_config()} for layer in layers
-        ],
+        "layers": [encode(layer, f"layer {i} ({layer!r})") for i, layer in enumerate(layers)],
         **settings,
     }
 
 
-def layers_from(config: dict[str, Any]) -> list[Layer]:
+def layers_from(config: dict[str, Any], custom_objects: CustomObjects = None) -> list[Layer]:
     """New layer objects built from a config's ``layers`` entries."""
-    return [LAYERS[spec["type"]](**spec["config"]) for spec in config["layers"]]
+    return [build("layer", spec, custom_objects) for spec in config["layers"]]
 
 
-def write(path: str | os.PathLike, weights: list[Any], config: dict[str, Any]) -> None:
-    """Write ``weights`` (NumPy arrays) and ``config`` to ``path``, atomically."""
-    write_model(checks.path(path, "the model file path"), weights, config)
+def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
+    """Everything ``save`` writes of ``net``: the full config and the arrays (NumPy)."""
+    to_numpy = net.backend.to_numpy
+    arrays = net.get_weights() + [to_numpy(b.value) for b in net.buffers]
+    training: dict[str, Any] = {
+        "loss": None if net.loss is None else encode(net.loss, f"the loss ({net.loss!r})"),
+        "metrics": None if net.metrics is None else list(net.metrics),
+        "optimizer": None,
+        "rng": net._rng.state,
+        "loss_scale": None,
+    }
+    if net.loss_unknown and net.loss is None:
+        training["loss"] = "unknown"
+    for metric in net.metrics or ():
+        lookup("metric", metric)  # a name a file can hold
+    opt = net.optimizer
+    if opt is not None:
+        settings = opt.get_config()
+        if opt.schedule is not None:
+            settings["lr"] = encode(opt.schedule, f"the schedule ({opt.schedule!r})")
+        keys = [sorted(s) for s in opt.state] if opt.params else [[] for _ in net.params]
+        training["optimizer"] = {
+            "type": name_of(opt, f"the optimizer ({opt!r})"),
+            "config": settings,
+            "iterations": opt.iterations,
+            "epochs": opt.epochs,
+            "state": keys,
+        }
+        arrays += [to_numpy(s[k]) for s, names in zip(opt.state, keys) for k in names]
+    if net.loss_scale is not None:
+        training["loss_scale"] = [net.loss_scale.scale, net.loss_scale.clean_steps]
+    cfg = {
+        **net.get_config(),
+        "seed": net.seed,
+        "layer_state": [layer.get_state() for layer in net.layers],
+        "training": training,
+    }
+    try:
+        json.dumps(cfg)
+    except (TypeError, ValueError) as exc:
+        raise PolynnValueError(
+            f"the model's config cannot be written as JSON ({exc}): every get_config() and "
+            "get_state() of a custom layer, loss or schedule must return JSON values (numbers, "
+            "strings, lists, dicts)."
+        ) from None
+    return cfg, arrays
 
 
-def read(path: str | os.PathLike) -> tuple[dict[str, Any], list[Any], str]:
-    """``(config, weights, dtype name)`` of a model file, after checking that it is one this
+def save(net: Sequential, path: str | os.PathLike) -> None:
+    """Write ``net`` to ``path`` atomically (``Sequential.save``)."""
+    path = checks.path(path, "the model file path")
+    cfg, arrays = state(net)
+    write_model(path, arrays, cfg)
+
+
+def read(
+    path: str | os.PathLike, custom_objects: CustomObjects = None
+) -> tuple[dict[str, Any], list[Any], str]:
+    """``(config, arrays, dtype name)`` of a model file, after checking that it is one this
     polynn can read: its config first, then each array against the shape the config implies
     (before reading it). Anything else raises ``PolynnFileError``."""
     path = checks.path(path, "the model file path")
-    config, weights = read_model(path, lambda config: param_shapes(config, path))
-    return config, weights, dtype_name(config["dtype"])
+    config, arrays = read_model(path, lambda config: shapes(config, path, custom_objects))
+    return config, arrays, dtype_name(config["dtype"])
 
 
-def param_shapes(config: dict[str, Any], path: str | os.PathLike) -> list[tuple[int, ...]]:
-    """Check ``config`` (format, version, dtype, layers) and return the shapes of the
-    parameters it describes, in ``get_weights`` order."""
+def shapes(
+    config: dict[str, Any], path: str | os.PathLike, custom_objects: CustomObjects = None
+) -> list[tuple[int, ...]]:
+    """Check ``config`` (format, version, dtype, layers, training state) and return the
+    shapes of the arrays it describes, in the file's order."""
     if config.get("format") != FORMAT:
         raise PolynnFileError(f"{str(path)!r} is not a polynn model file (no polynn config).")
     version = config.get("format_version")
@@ -78,18 +151,108 @@ def param_shapes(config: dict[str, Any], path: str | os.PathLike) -> list[tuple[
     except (KeyError, PolynnValueError) as exc:
         raise PolynnFileError(f"{str(path)!r} has no valid dtype in its config: {exc}") from None
     try:
-        unknown = [s.get("type") for s in config["layers"] if s.get("type") not in LAYERS]
+        unknown = []
+        for spec in config["layers"]:
+            try:
+                lookup("layer", spec.get("type"), custom_objects)
+            except PolynnValueError:
+                unknown.append(spec.get("type"))
         if unknown:
-            raise PolynnFileError(f"{str(path)!r} names unknown layer types {unknown}.")
+            raise PolynnFileError(
+                f"{str(path)!r} names unknown layer types {unknown}: a layer class of your own "
+                "must be registered (@pn.register, in a module imported before pn.load) or "
+                f"passed as pn.load(..., custom_objects={{{unknown[0]!r}: ...}})."
+            )
         # Layers are cheap to construct (no arrays until a model builds them).
-        layers = layers_from(config)
+        layers = layers_from(config, custom_objects)
+        params = [shape for layer in layers for shape in layer.param_shapes()]
+        buffers = [shape for layer in layers for shape in layer.buffer_shapes()]
+        optimizer = (config.get("training") or {}).get("optimizer")
+        moments: list[tuple[int, ...]] = []
+        if optimizer is not None:
+            keys = optimizer["state"]
+            if not isinstance(keys, list) or len(keys) != len(params):
+                raise PolynnValueError(
+                    f"the optimizer's state names {len(keys)} parameters; the layers have "
+                    f"{len(params)}"
+                )
+            moments = [shape for shape, names in zip(params, keys) for _ in names]
     except PolynnFileError:
         raise
     except (PolynnError, KeyError, TypeError, AttributeError) as exc:
         raise PolynnFileError(
             f"{str(path)!r} holds an inconsistent polynn model: {type(exc).__name__}: {exc}"
         ) from None
-    return [shape for layer in layers for shape in layer.param_shapes()]
+    return params + buffers + moments
+
+
+def restore(
+    config: dict[str, Any],
+    arrays: list[Any],
+    backend: Backend,
+    dtype: str | None = None,
+    custom_objects: CustomObjects = None,
+    seed: int | None = None,
+) -> Sequential:
+    """The model a file's (or a pickle's) config and arrays describe, on ``backend``, with its
+    training state where the config has one (format 2)."""
+    from polynn.model import Sequential  # polynn.model imports this module
+
+    net = Sequential(
+        *layers_from(config, custom_objects),
+        backend=backend,
+        dtype=config["dtype"] if dtype is None else dtype,
+        seed=config.get("seed", seed),
+        matmul_precision=config.get("matmul_precision", "highest"),
+    )
+    n_params, n_buffers = len(net.params), len(net.buffers)
+    net.set_weights(arrays[:n_params])
+    with backend.context():
+        for buffer, value in zip(net.buffers, arrays[n_params : n_params + n_buffers]):
+            buffer.value = backend.asarray(value, dtype=net.dtype, name=buffer.name)
+        for layer, layer_state in zip(net.layers, config.get("layer_state", ())):
+            layer.set_state(layer_state)
+        training = config.get("training")
+        if training is None:  # format 1: the loss was not recorded
+            net.loss_unknown = True
+            return net
+        loss = training["loss"]
+        net.loss_unknown = loss == "unknown"
+        if isinstance(loss, dict):
+            net.loss = get_loss(build("loss", loss, custom_objects), backend)
+        metrics = training.get("metrics")
+        if metrics is not None:
+            for metric in metrics:
+                lookup("metric", metric, custom_objects)  # known, or a clear error
+            net.metrics = list(metrics)
+        if training.get("optimizer") is not None:
+            net.optimizer = _optimizer(
+                training["optimizer"], net, arrays[n_params + n_buffers :], custom_objects
+            )
+        net._rng.state = training["rng"]
+        if training.get("loss_scale") is not None and net.loss_scale is not None:
+            net.loss_scale.scale, net.loss_scale.clean_steps = training["loss_scale"]
+    return net
+
+
+def _optimizer(spec: dict, net: Sequential, arrays: list[Any], custom_objects: CustomObjects):
+    """The optimizer ``spec`` describes, bound to ``net`` with its state from ``arrays``."""
+    settings = dict(spec["config"])
+    if isinstance(settings.get("lr"), dict):
+        settings["lr"] = build("schedule", settings["lr"], custom_objects)
+    optimizer = build("optimizer", {"type": spec["type"], "config": settings}, custom_objects)
+    optimizer.bind(net.params, net.backend)
+    optimizer.iterations = checks.integer(spec["iterations"], "optimizer iterations", 0)
+    optimizer.epochs = checks.integer(spec["epochs"], "optimizer epochs", 0)
+    if optimizer.schedule is not None:
+        per_step = optimizer.schedule.per == "step"
+        optimizer.lr = optimizer.schedule(optimizer.iterations if per_step else optimizer.epochs)
+    values = iter(arrays)
+    optimizer.state = [
+        {key: net.backend.asarray(next(values), dtype=net.dtype, name=key) for key in keys}
+        for keys in spec["state"]
+    ]
+    return optimizer
 
 
 def load(
@@ -98,33 +261,31 @@ def load(
     backend: str | Backend | None = None,
     device: Any = None,
     dtype: Any = None,
+    custom_objects: CustomObjects = None,
 ) -> Sequential:
-    """Read a model written by ``Sequential.save`` onto ``backend`` (and ``device``).
+    """Read a model written by ``Sequential.save`` onto ``backend`` (and ``device``), with
+    the training state the file holds (loss, metrics, optimizer, schedule, RNG positions), so
+    that ``evaluate`` and a further ``fit`` go on as they would have without the save.
 
-    ``dtype=None`` keeps the saved dtype. Nothing is unpickled: a truncated, foreign or
-    pickled file raises ``PolynnFileError``; a missing one ``PolynnFileNotFoundError``.
+    ``dtype=None`` keeps the saved dtype. ``custom_objects`` maps names in the file to classes
+    of your own that are not registered (``polynn.registry``). Nothing is unpickled: a
+    truncated, foreign or pickled file raises ``PolynnFileError``; a missing one
+    ``PolynnFileNotFoundError``.
     """
-    from polynn.model import Sequential  # polynn.model imports this module
-
-    config, weights, saved_dtype = read(path)
+    config, arrays, saved_dtype = read(path, custom_objects)
     # What the caller asks for (backend, device, dtype) is the caller's to fix, not the file's.
     backend = get(backend, device)
     dtype = saved_dtype if dtype is None else dtype_name(dtype)
     backend.compute_dtype(dtype)  # a half type this backend lacks: the caller's to change
     try:
-        net = Sequential.from_config(config, backend, dtype=dtype)
-        net.set_weights(weights)
-    except (PolynnError, KeyError, TypeError, AttributeError) as exc:
+        return restore(config, arrays, backend, dtype, custom_objects)
+    except (PolynnError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise PolynnFileError(
             f"{str(path)!r} holds an inconsistent polynn model: {type(exc).__name__}: {exc}"
         ) from None
-    return net
 
 
-def unpickle(config: dict, weights: list[Any], backend: str, seed: int | None) -> Sequential:
-    """The model a pickle holds (``Sequential.__reduce__`` writes these arguments)."""
-    from polynn.model import Sequential  # polynn.model imports this module
-
-    net = Sequential.from_config(config, backend, seed=seed)
-    net.set_weights(weights)
-    return net
+def unpickle(config: dict, arrays: list[Any], backend: str, seed: int | None) -> Sequential:
+    """The model a pickle holds (``Sequential.__reduce__`` writes these arguments; a pickle
+    of polynn 0.1.0 holds a format-1 config and the weights)."""
+    return restore(config, arrays, get(backend), seed=seed)

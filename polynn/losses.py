@@ -2,6 +2,10 @@
 gradient with respect to the predictions (a new array: the backward pass may write into it);
 ``prepare_targets`` checks and shapes the targets once per call of ``fit`` or ``evaluate``,
 never per batch.
+
+Each loss here is a mean over rows of a per-row term (``row_values``), which is what weights
+per sample need: with weights ``w`` (scaled to average 1 over the data) a batch's loss is
+``mean(w * row_values)`` and its gradient the unweighted one times ``w`` row by row.
 """
 
 from __future__ import annotations
@@ -31,8 +35,27 @@ class Loss:
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
         raise NotImplementedError
 
+    def row_values(self, pred: Any, target: Any) -> Any:
+        """Each row's term of the loss, shape (rows,): the loss is their mean. Needed only
+        for weights per sample."""
+        raise NotImplementedError
+
+    def weighted_value_and_grad(self, pred: Any, target: Any, weight: Any) -> tuple[Any, Any]:
+        """``mean(weight * row_values)`` and its gradient; ``weight`` has shape (rows, 1)."""
+        _, grad = self.value_and_grad(pred, target)
+        rows = self.row_values(pred, target)
+        return self.xp.sum(rows * weight[:, 0]) / pred.shape[0], grad * weight
+
+    def supports_weights(self) -> bool:
+        return type(self).row_values is not Loss.row_values
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, for saving."""
+        return {}
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
 
 
 def _column(y: Any, n_outputs: int, backend: Backend) -> Any:
@@ -64,6 +87,10 @@ class MSE(Loss):
         scale = 1.0 / (diff.shape[0] * diff.shape[1])
         return self.xp.sum(diff * diff) * scale, diff * (2.0 * scale)
 
+    def row_values(self, pred: Any, target: Any) -> Any:
+        diff = pred - target
+        return self.xp.sum(diff * diff, axis=1) / diff.shape[1]
+
 
 class BinaryCrossEntropy(Loss):
     """``-mean(y log p + (1 - y) log(1 - p))`` on probabilities ``p``.
@@ -90,6 +117,15 @@ class BinaryCrossEntropy(Loss):
         size = p.shape[0] * p.shape[1]
         value = -xp.sum(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p)) / size
         return value, (p - target) / (p * (1.0 - p) * size)
+
+    def row_values(self, pred: Any, target: Any) -> Any:
+        xp = self.xp
+        p = xp.clip(pred, self.eps, 1.0 - self.eps)
+        terms = target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p)
+        return -xp.sum(terms, axis=1) / p.shape[1]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"eps": self.eps}
 
 
 class CrossEntropy(Loss):
@@ -145,12 +181,22 @@ class CrossEntropy(Loss):
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
         return self.kernels.softmax_cross_entropy(pred, target)
 
+    def row_values(self, pred: Any, target: Any) -> Any:
+        xp = self.xp
+        shifted = pred - xp.max(pred, axis=1, keepdims=True)
+        log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+        return -xp.sum(target * log_p, axis=1)
+
 
 LOSSES: dict[str, type[Loss]] = {
     "mse": MSE,
     "bce": BinaryCrossEntropy,
     "cross_entropy": CrossEntropy,
 }
+
+
+#: The losses by class name, as model files name them (``polynn.registry``).
+LOSS_CLASSES: dict[str, type[Loss]] = {cls.__name__: cls for cls in LOSSES.values()}
 
 
 def get_loss(loss: str | Loss, backend: Backend) -> Loss:

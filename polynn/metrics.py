@@ -1,5 +1,6 @@
 """Metrics. Each returns the number of correct rows of a batch as a 0-d array on the device,
-so that ``fit`` can add them up and read them back once per epoch."""
+so that ``fit`` can add them up and read them back once per epoch. A function of your own
+``fn(pred, target, xp)`` registered with ``@pn.register`` is named like the built-in ones."""
 
 from __future__ import annotations
 
@@ -45,8 +46,14 @@ def get_metrics(
         raise PolynnTypeError(
             f"metrics must be a list of names such as ['accuracy']; got {metrics!r}."
         )
-    unknown = [m for m in metrics if m not in METRICS]
+    from polynn.registry import kind_of, registered  # polynn.registry imports this module
+
+    custom = {k: v for k, v in registered().items() if kind_of(v) == "metric"}
+    unknown = [m for m in metrics if m not in METRICS and m not in custom]
     if unknown:
-        suggestion = unknown_name("metric", unknown[0], METRICS).split("; ", 1)[1]
+        suggestion = unknown_name("metric", unknown[0], [*METRICS, *custom]).split("; ", 1)[1]
         raise PolynnValueError(f"unknown metric(s) {unknown}; {suggestion}")
-    return {m: functools.partial(METRICS[m], binary=binary) for m in metrics}
+    return {
+        m: functools.partial(METRICS[m], binary=binary) if m in METRICS else custom[m]
+        for m in metrics
+    }

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from polynn import files
+from polynn import files, streaming
 from polynn._checks import integer, number
 from polynn._checks import path as checks_path
 from polynn.backends import POLICIES, Backend, check_matmul_precision, dtype_name, get
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
-from polynn.data import inputs, pairs
+from polynn.data import inputs, pairs, weights
 from polynn.distributed import MPI, agreed
 from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
@@ -23,6 +24,7 @@ from polynn.layers import Layer, Parameter, check_stack, fuse
 from polynn.losses import Loss, get_loss
 from polynn.optimizers import Optimizer, get_optimizer
 from polynn.precision import LossScale, half_weights
+from polynn.streaming import StreamBatches, is_stream
 from polynn.training import (
     ArrayBatches,
     check_callbacks,
@@ -30,6 +32,7 @@ from polynn.training import (
     metrics_for,
     run,
     score,
+    score_batches,
     spans,
     split,
     train,
@@ -94,12 +97,17 @@ class Sequential:
             layers[0].need_input_grad = False
         self._layers = fuse(layers)  # the layers that run: activations fused into Dense
         self.params: list[Parameter] = [p for layer in layers for p in layer.params]
-        #: Non-trainable arrays saved with the model (BatchNorm's running statistics).
+        #: Non-trainable arrays (running statistics), saved with the model.
         self.buffers: list[Parameter] = [b for layer in layers for b in layer.buffers]
         #: float16's dynamic loss scaling (``polynn.precision``); it lasts across ``fit`` calls.
         self.loss_scale = LossScale() if self.dtype_name == "mixed_float16" else None
+        #: The loss, metrics and optimizer of the last ``fit`` (or of the file it was loaded
+        #: from): ``fit`` and ``evaluate`` use them when called without.
         self.loss: Loss | None = None
+        self.metrics: list[str] | None = None
         self.optimizer: Optimizer | None = None
+        #: True for a model loaded from a format-1 file, which does not record its loss.
+        self.loss_unknown = False
         self.stop_training = False
         self._last_output_shape: tuple[int, ...] | None = None
 
@@ -148,13 +156,21 @@ class Sequential:
 
     def predict(self, X: Any, batch_size: int | None = None) -> Any:
         """The network's output for ``X``, an array of the backend on its device, in the
-        parameters' dtype (float32 also under a mixed-precision policy)."""
+        parameters' dtype (float32 also under a mixed-precision policy). ``X`` may also be a
+        stream of batches (``polynn.streaming``): the outputs are then concatenated."""
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
         xp = self.backend.xp
         with self.backend.context(self.matmul_precision), self._half_weights():
-            X = inputs(self, X)
-            chunks = [run(self._layers, X[s:e, ...]) for s, e in spans(X.shape[0], batch_size)]
+            if is_stream(X):
+                stream = streaming.inputs(X, self.backend, self.dtype)
+                chunks = [run(self._layers, inputs(self, x)) for x in stream]
+                if not chunks:
+                    raise PolynnValueError("the data stream gave no batches to predict.")
+            else:
+                X = inputs(self, X)
+                batch_spans = spans(X.shape[0], batch_size)
+                chunks = [run(self._layers, X[a:b, ...]) for a, b in batch_spans]
             out = chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=0)
             out = xp.astype(out, self.dtype, copy=False)
             if not bool(xp.all(xp.isfinite(out))):
@@ -168,9 +184,9 @@ class Sequential:
     def fit(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         *,
-        loss: str | Loss = "mse",
+        loss: str | Loss | None = None,
         optimizer: str | Optimizer | None = None,
         epochs: int = 1,
         batch_size: int | None = None,
@@ -180,20 +196,33 @@ class Sequential:
         validation_data: tuple[Any, Any] | None = None,
         validation_split: float = 0.0,
         callbacks: Sequence[Callback] | None = None,
+        sample_weight: Any = None,
+        class_weight: dict[int, float] | None = None,
         distributed: MPI | None = None,
     ) -> History:
-        """Train on ``(X, y)`` and return a ``History`` (``history.history[name]``: one float
-        per epoch for the loss, each metric and, with validation data, their ``val_`` forms).
+        """Train on ``(X, y)`` and return a ``History`` (``history[name]``: one float per
+        epoch for the loss, each metric, the learning rate ``lr`` and, with validation data,
+        the ``val_`` figures).
 
+        ``loss``, ``optimizer`` and ``metrics`` left out are the model's own: those of the
+        last ``fit`` or of the file it was loaded from, else MSE, ``SGD(lr=0.01)`` and none.
+        The optimizer keeps its state from one ``fit`` to the next.
         ``batch_size=None`` trains on the full batch; ``shuffle`` reorders the rows each
-        epoch (from the model's seed) when there are several batches. ``optimizer`` defaults
-        to ``SGD(lr=0.01)``; a second ``fit`` with the same optimizer continues its state.
+        epoch (from the model's seed) when there are several batches.
+        ``sample_weight`` (one non-negative weight per row) and ``class_weight`` (``{class
+        index: weight}``, for class targets) make the loss a weighted mean; the weights are
+        scaled to average 1, so each batch's loss is ``mean(w * loss per row)``. Metrics are
+        not weighted.
         ``verbose=1`` shows a progress bar over the epochs, ``verbose=2`` also one over each
         epoch's batches, ``verbose=0`` nothing; where stderr is not a terminal, one line per
         epoch instead of bars.
         ``validation_split`` holds out that fraction of the last rows (before shuffling).
         ``distributed=pn.distributed.MPI()`` trains data-parallel over the processes of an
         MPI launch (see ``polynn.distributed``). The loop itself is ``polynn.training.train``.
+
+        ``X`` may instead be a stream of ``(X, y)`` batches, with ``y`` left out: an iterable,
+        or a function returning a new one for each epoch (``polynn.streaming``); the next
+        batches are read and copied to the device while the current one computes.
         """
         epochs = integer(epochs, "epochs", 0)
         if batch_size is not None:
@@ -207,8 +236,22 @@ class Sequential:
             not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2
         ):
             raise PolynnTypeError("validation_data must be a pair (X_val, y_val).")
-        loss = get_loss(loss, self.backend)
-        optimizer = get_optimizer(optimizer)
+        stream = _stream_or_pair(X, y, "fit")
+        if stream and (batch_size is not None or validation_split or sample_weight is not None
+                       or class_weight is not None or distributed is not None):  # fmt: skip
+            raise PolynnValueError(
+                "with a stream of batches, the stream makes the batches: batch_size, "
+                "validation_split, sample_weight, class_weight and distributed do not apply "
+                "(validation_data does)."
+            )
+        if stream and epochs > 1 and isinstance(X, Iterator):
+            raise PolynnValueError(
+                f"an iterator of batches can be read once, and epochs={epochs}: pass a function "
+                "that returns a new iterator for each epoch, e.g. fit(lambda: batches(), ...)."
+            )
+        loss = self._loss(loss, "fit")
+        optimizer = get_optimizer(optimizer if optimizer is not None else self.optimizer)
+        metrics = self._metrics(metrics)
         metric_fns = metrics_for(metrics, loss, self.n_outputs)
         callbacks = check_callbacks(callbacks)
         dist = distributed_check(distributed)
@@ -217,62 +260,174 @@ class Sequential:
                 f"distributed training runs in float32 or float64; dtype={self.dtype_name!r} "
                 "is not supported with distributed= yet."
             )
+        if dist is not None and (sample_weight is not None or class_weight is not None):
+            raise PolynnValueError(
+                "sample_weight and class_weight are not supported with distributed= yet."
+            )
         with self.backend.context(self.matmul_precision):
             with agreed(dist):  # bad data on one rank stops every rank
+                if stream:
+                    validation = None
+                    if validation_data is not None:
+                        validation = pairs(self, *validation_data, loss)
+                    batches = StreamBatches(
+                        X, lambda x, y: pairs(self, x, y, loss), self.backend, self.dtype
+                    )
+                    return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
+                                       validation, callbacks, verbose, None)  # fmt: skip
                 X, y = pairs(self, X, y, loss)
+                w = None
+                if sample_weight is not None or class_weight is not None:
+                    w = weights(self, y, loss, sample_weight, class_weight)
                 if validation_split:
                     X, y, validation = split(X, y, validation_split)
+                    if w is not None:  # the training rows' weights, averaging 1 again
+                        w = w[: X.shape[0], ...]
+                        w = w * (X.shape[0] / float(self.backend.xp.sum(w)))
                 elif validation_data is not None:
                     validation = pairs(self, *validation_data, loss)
                 else:
                     validation = None
-            optimizer.bind(self.params, self.backend)
-            self.loss, self.optimizer = loss, optimizer
             if dist is not None and dist.sharded:
                 batch_size = dist.local_batch_size(batch_size)
             batches = ArrayBatches(
-                X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng
+                X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng, w=w
             )
-            return train(
-                self,
-                layers_for(self._layers, loss),
-                batches,
-                loss=loss,
-                optimizer=optimizer,
-                metrics=metric_fns,
-                epochs=epochs,
-                validation=validation,
-                callbacks=callbacks,
-                verbose=int(verbose),
-                dist=dist,
+            return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
+                               validation, callbacks, verbose, dist)  # fmt: skip
+
+    def _train(
+        self,
+        batches: ArrayBatches | StreamBatches,
+        loss: Loss,
+        optimizer: Optimizer,
+        metrics: list[str] | None,
+        metric_fns: dict[str, Any],
+        epochs: int,
+        validation: tuple[Any, Any] | None,
+        callbacks: list[Callback],
+        verbose: int,
+        dist: MPI | None,
+    ) -> History:
+        """Bind the optimizer, keep the training settings, and run ``polynn.training.train``."""
+        optimizer.bind(self.params, self.backend)
+        self.loss, self.optimizer, self.metrics = loss, optimizer, metrics
+        return train(
+            self,
+            layers_for(self._layers, loss),
+            batches,
+            loss=loss,
+            optimizer=optimizer,
+            metrics=metric_fns,
+            epochs=epochs,
+            validation=validation,
+            callbacks=callbacks,
+            verbose=int(verbose),
+            dist=dist,
+        )
+
+    def _loss(self, loss: str | Loss | None, caller: str) -> Loss:
+        """``loss``, else the model's own, else MSE (a format-1 file's model has none)."""
+        if loss is None and self.loss is not None:
+            return self.loss
+        if loss is None and self.loss_unknown:
+            raise PolynnValueError(
+                f"this model was loaded from a format-1 file, which does not record the loss "
+                f"it was trained with: pass it to {caller}, e.g. loss='cross_entropy'."
             )
+        return get_loss(loss if loss is not None else "mse", self.backend)
+
+    def _metrics(self, metrics: Sequence[str] | None) -> list[str] | None:
+        """``metrics``, else the model's own (``[]`` asks for none)."""
+        if metrics is None:
+            return self.metrics
+        if isinstance(metrics, (list, tuple)):
+            return list(metrics)
+        return metrics  # metrics_for refuses it with the reason
 
     def evaluate(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         *,
         loss: str | Loss | None = None,
         metrics: Sequence[str] | None = None,
         batch_size: int | None = None,
+        sample_weight: Any = None,
         distributed: MPI | None = None,
     ) -> dict[str, float]:
         """``{"loss": ..., "<metric>": ...}`` over all of ``(X, y)``.
 
-        ``loss=None`` takes the loss of the last ``fit``, or MSE before any. With
-        ``distributed``, each rank scores its share (or, sharded, its own rows) and every rank
-        returns the figures of all the data.
+        ``loss`` and ``metrics`` left out are the model's own (those of the last ``fit``, or
+        of the file it was loaded from), else MSE and none. With ``sample_weight`` the loss is
+        the weighted mean. With ``distributed``, each rank scores its share (or, sharded, its
+        own rows) and every rank returns the figures of all the data. ``X`` may instead be a
+        stream of ``(X, y)`` batches, with ``y`` left out (``polynn.streaming``).
         """
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
-        loss = get_loss(loss if loss is not None else (self.loss or "mse"), self.backend)
-        metric_fns = metrics_for(metrics, loss, self.n_outputs)
+        stream = _stream_or_pair(X, y, "evaluate")
+        if stream and (batch_size is not None or sample_weight is not None
+                       or distributed is not None):  # fmt: skip
+            raise PolynnValueError(
+                "with a stream of batches, batch_size, sample_weight and distributed do not "
+                "apply: the stream makes the batches."
+            )
+        loss = self._loss(loss, "evaluate")
+        metric_fns = metrics_for(self._metrics(metrics), loss, self.n_outputs)
+        if stream:
+            layers = layers_for(self._layers, loss)
+            with self.backend.context(self.matmul_precision), self._half_weights():
+                check = lambda x, y: pairs(self, x, y, loss)  # noqa: E731
+                batches = StreamBatches(X, check, self.backend, self.dtype)
+                return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend)
         dist = distributed_check(distributed)
+        if dist is not None and sample_weight is not None:
+            raise PolynnValueError("sample_weight is not supported with distributed= yet.")
         with self.backend.context(self.matmul_precision), self._half_weights():
             with agreed(dist):
                 X, y = pairs(self, X, y, loss)
+                w = None if sample_weight is None else weights(self, y, loss, sample_weight)
             layers = layers_for(self._layers, loss)
-            return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist)
+            return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w)
+
+    # -- description ------------------------------------------------------------------------
+    def count_params(self) -> int:
+        """The number of trainable values (every element of every parameter)."""
+        return sum(math.prod(p.value.shape) for p in self.params)
+
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
+        """Print one row per layer (its name, output shape and parameter count), the totals,
+        and the dtype, backend and device, as Keras's ``summary``. ``print_fn`` receives the
+        whole text (``print`` by default)."""
+        shapes = self._output_shapes()
+        rows = [("Layer", "Output shape", "Params")]
+        for layer, shape in zip(self.layers, shapes):
+            count = sum(math.prod(p.value.shape) for p in layer.params)
+            name = repr(layer)
+            name = name if len(name) <= 44 else name[:41] + "..."
+            rows.append((name, shape, f"{count:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
+        rule = "-" * len(lines[0])
+        frozen = sum(math.prod(b.value.shape) for b in self.buffers)
+        lines[1:1] = [rule]
+        lines += [
+            rule,
+            f"Total params: {self.count_params() + frozen:,} (trainable {self.count_params():,}, "
+            f"non-trainable {frozen:,})",
+            f"dtype {self.dtype_name}, backend {self.backend.name}, device {self.backend.device}",
+        ]
+        print_fn("\n".join(lines))
+
+    def _output_shapes(self) -> list[str]:
+        """Each layer's output shape, ``(None, ...)`` (None for the rows, and for a length the
+        data fixes), from the shapes the layers know (``Layer.output_shape``)."""
+        shape, out = self.input_shape, []
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            out.append("?" if shape is None else str((None, *shape)))
+        return out
 
     # -- weights and files ------------------------------------------------------------------
     def get_weights(self) -> list[Any]:
@@ -341,9 +496,12 @@ class Sequential:
         )
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model to one ``.npz`` file at ``path``, atomically: an existing file is
-        replaced only once the new one is complete."""
-        files.write(path, self.get_weights(), self.get_config())
+        """Write the model to one file at ``path`` (``.npz``, or safetensors for a path ending
+        in ``.safetensors``), atomically: an existing file is replaced only once the new one
+        is complete. The file holds the layers, weights and buffers, and the training state
+        (loss, metrics, optimizer with its state and schedule, RNG positions): ``pn.load``
+        then continues exactly where this model is."""
+        files.save(self, path)
 
     def export_onnx(self, path: str | os.PathLike) -> None:
         """Write the inference graph to an ONNX file at ``path`` (``polynn.export``), for
@@ -351,27 +509,50 @@ class Sequential:
         export_onnx(self, checks_path(path, "the ONNX file path"))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        """Pickling keeps the layers, weights, dtype, seed and backend name (not the
-        optimizer state): a namespace module itself cannot be pickled."""
-        state = (self.get_config(), self.get_weights(), self.backend.name, self.seed)
-        return files.unpickle, state
+        """Pickling keeps what ``save`` writes, and the backend's name (a namespace module
+        itself cannot be pickled)."""
+        config, arrays = files.state(self)
+        return files.unpickle, (config, arrays, self.backend.name, self.seed)
 
     def to(self, backend: str | Backend, device: Any = None) -> Sequential:
-        """This model on another backend or device: a copy with the same weights, dtype, seed,
-        last loss and optimizer state (so that training can go on there). Arrays travel
+        """This model on another backend or device: a copy with the same weights, buffers,
+        dtype, seed, loss, metrics, optimizer state and RNG positions (so that training goes
+        on there as it would have here). Arrays travel
         through DLPack where both libraries support it, else through the host."""
         net = Sequential.from_config(self.get_config(), backend, device, seed=self.seed)
         with net.backend.context():
             for mine, theirs in zip(net.params + net.buffers, self.params + self.buffers):
                 mine.value = net.backend.adopt(theirs.value)
-            for layer, source in zip(net.layers, self.layers):
-                layer.set_state(source.get_state())
+            for mine_layer, their_layer in zip(net.layers, self.layers):
+                mine_layer.set_state(their_layer.get_state())
+            net._rng.state = self._rng.state
+            net.metrics, net.loss_unknown = self.metrics, self.loss_unknown
             net.loss = None if self.loss is None else get_loss(copy.copy(self.loss), net.backend)
             if self.optimizer is not None:
                 net.optimizer = self.optimizer.copy_for(net.params, net.backend)
             if self.loss_scale is not None and net.loss_scale is not None:
                 net.loss_scale = copy.copy(self.loss_scale)
         return net
+
+
+def _stream_or_pair(X: Any, y: Any, caller: str) -> bool:
+    """Whether ``X`` is a stream of ``(X, y)`` batches (then ``y`` must be left out): a
+    function, an iterator or iterable object, or a list of ``(X, y)`` tuples; otherwise ``y``
+    is required."""
+    listed = isinstance(X, list) and bool(X) and all(isinstance(b, tuple) for b in X)
+    if is_stream(X) or (listed and y is None):
+        if y is not None:
+            raise PolynnTypeError(
+                f"{caller} got a stream of batches as X and also y: the stream's batches are "
+                "(X, y) pairs; leave y out."
+            )
+        return True
+    if y is None:
+        raise PolynnTypeError(
+            f"{caller} needs the targets y (or, as X, a stream of (X, y) batches: see "
+            "polynn.streaming)."
+        )
+    return False
 
 
 _unpickle = files.unpickle  # the name pickles written by polynn 0.1.0 refer to

@@ -10,16 +10,18 @@ parameters' own backend and device. ``lr`` is read at every step: changing it be
 
 from __future__ import annotations
 
+import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from polynn._checks import number, unknown_name
 from polynn.backends import Backend
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.layers import Parameter
+from polynn.schedules import Schedule
 
-__all__ = ["SGD", "Adam", "Optimizer", "get_optimizer"]
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "get_optimizer"]
 
 
 #: Keyword names other libraries use, and polynn's for them.
@@ -30,13 +32,33 @@ ALIASES = {
     "epsilon": "eps",
     "decay": "weight_decay",
     "nesterovs_momentum": "nesterov",
+    "alpha": "rho",
+    "initial_accumulator_value": "initial_accumulator",
 }
 
 
-class Optimizer:
-    """Base class: ``bind`` hands over the parameters, ``step`` applies their gradients."""
+def _positive(value: Any, owner: str, what: str) -> float | None:
+    """None, or ``value`` checked to be a positive number."""
+    return None if value is None else number(value, f"{owner} {what}", 0.0, low_open=True)
 
-    def __init__(self, lr: float, **unknown: Any) -> None:
+
+class Optimizer:
+    """Base class: ``bind`` hands over the parameters, ``step`` applies their gradients.
+
+    ``lr`` is a number or a schedule (``polynn.schedules``). ``clipnorm`` rescales the
+    gradients so that their global norm over all parameters is at most ``clipnorm`` (as
+    PyTorch's ``clip_grad_norm_``: by ``clipnorm / (norm + 1e-6)`` where that is below 1);
+    ``clipvalue`` clips each gradient element to ``[-clipvalue, clipvalue]``; with both, values
+    are clipped first. Subclasses implement ``step`` and name their state arrays.
+    """
+
+    def __init__(
+        self,
+        lr: float | Schedule,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        **unknown: Any,
+    ) -> None:
         if unknown:
             name = next(iter(unknown))
             valid = [k for k in inspect.signature(type(self)).parameters if k != "unknown"]
@@ -44,10 +66,20 @@ class Optimizer:
             raise PolynnTypeError(
                 f"{type(self).__name__} has no argument {name!r}; {hint}its arguments are {valid}."
             )
-        self.lr = number(lr, f"{type(self).__name__} lr", 0.0, low_open=True)
+        owner = type(self).__name__
+        #: The learning-rate schedule, or None for a constant ``lr``.
+        self.schedule = lr if isinstance(lr, Schedule) else None
+        if self.schedule is not None:
+            self.lr = self.schedule(0)
+        else:
+            self.lr = number(lr, f"{owner} lr", 0.0, low_open=True)
+        self.clipnorm = _positive(clipnorm, owner, "clipnorm")
+        self.clipvalue = _positive(clipvalue, owner, "clipvalue")
         self.params: Sequence[Parameter] = ()
         self.state: list[dict[str, Any]] = []
+        #: Steps taken and epochs finished: what a schedule counts, kept in model files.
         self.iterations = 0
+        self.epochs = 0
         self._lr_seen: float | None = None
         self._lr_0d: Any = None
 
@@ -63,10 +95,43 @@ class Optimizer:
             self.params = params
             self.state = [{} for _ in params]
             self.iterations = 0
+            self.epochs = 0
             self._lr_seen = None
 
     def step(self) -> None:
         raise NotImplementedError
+
+    def updater(self) -> Callable[[], None]:
+        """What a training step calls after the backward pass: ``step`` itself, or with the
+        schedule's rate for this step set and the gradients clipped first."""
+        per_step = self.schedule is not None and self.schedule.per == "step"
+        if not per_step and self.clipnorm is None and self.clipvalue is None:
+            return self.step
+
+        def update() -> None:
+            if per_step:
+                self.lr = self.schedule(self.iterations)
+            self.clip()
+            self.step()
+
+        return update
+
+    def start_epoch(self) -> None:
+        """Set the rate of a schedule that counts epochs (called before each epoch)."""
+        if self.schedule is not None and self.schedule.per == "epoch":
+            self.lr = self.schedule(self.epochs)
+
+    def clip(self) -> None:
+        """Clip the gradients as ``clipvalue`` and ``clipnorm`` say (no host round trip)."""
+        xp = self.xp
+        if self.clipvalue is not None:
+            for p in self.params:
+                p.grad = xp.clip(p.grad, -self.clipvalue, self.clipvalue)
+        if self.clipnorm is not None and self.params:
+            squares = xp.stack([xp.sum(p.grad * p.grad) for p in self.params])
+            scale = xp.clip(self.clipnorm / (xp.sqrt(xp.sum(squares)) + 1e-6), max=1.0)
+            for p in self.params:
+                p.grad = p.grad * scale
 
     def reset(self) -> None:
         """Forget the state (momentum, moments, step count): the next step starts afresh."""
@@ -76,9 +141,10 @@ class Optimizer:
     def copy_for(self, params: Sequence[Parameter], backend: Backend) -> Optimizer:
         """A copy with the same settings and state, bound to ``params`` on ``backend`` (the
         parameters of a model moved with ``Sequential.to``)."""
-        optimizer = type(self)(**self.get_config())
+        optimizer = copy.copy(self)
+        optimizer.params = ()
         optimizer.bind(params, backend)
-        optimizer.iterations = self.iterations
+        optimizer.iterations, optimizer.epochs = self.iterations, self.epochs
         optimizer.state = [
             {key: backend.adopt(value) for key, value in state.items()} for state in self.state
         ]
@@ -96,7 +162,13 @@ class Optimizer:
         return self._lr_0d
 
     def get_config(self) -> dict[str, Any]:
-        return {"lr": self.lr}
+        """The constructor arguments (``lr``: the schedule object, or the current rate)."""
+        config: dict[str, Any] = {"lr": self.schedule if self.schedule is not None else self.lr}
+        if self.clipnorm is not None:
+            config["clipnorm"] = self.clipnorm
+        if self.clipvalue is not None:
+            config["clipvalue"] = self.clipvalue
+        return config
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -113,13 +185,15 @@ class SGD(Optimizer):
 
     def __init__(
         self,
-        lr: float = 0.01,
+        lr: float | Schedule = 0.01,
         momentum: float = 0.0,
         nesterov: bool = False,
         weight_decay: float = 0.0,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
         **unknown: Any,
     ) -> None:
-        super().__init__(lr, **unknown)
+        super().__init__(lr, clipnorm, clipvalue, **unknown)
         self.momentum = number(momentum, "SGD momentum", 0.0, 1.0)
         self.weight_decay = number(weight_decay, "SGD weight_decay", 0.0)
         if nesterov and self.momentum == 0.0:
@@ -136,7 +210,7 @@ class SGD(Optimizer):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "lr": self.lr,
+            **super().get_config(),
             "momentum": self.momentum,
             "nesterov": self.nesterov,
             "weight_decay": self.weight_decay,
@@ -152,18 +226,21 @@ class Adam(Optimizer):
 
     def __init__(
         self,
-        lr: float = 1e-3,
+        lr: float | Schedule = 1e-3,
         beta1: float = 0.9,
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
         **unknown: Any,
     ) -> None:
-        super().__init__(lr, **unknown)
-        self.beta1 = number(beta1, "Adam beta1", 0.0, 1.0)
-        self.beta2 = number(beta2, "Adam beta2", 0.0, 1.0)
-        self.eps = number(eps, "Adam eps", 0.0, low_open=True)
-        self.weight_decay = number(weight_decay, "Adam weight_decay", 0.0)
+        super().__init__(lr, clipnorm, clipvalue, **unknown)
+        name = type(self).__name__
+        self.beta1 = number(beta1, f"{name} beta1", 0.0, 1.0)
+        self.beta2 = number(beta2, f"{name} beta2", 0.0, 1.0)
+        self.eps = number(eps, f"{name} eps", 0.0, low_open=True)
+        self.weight_decay = number(weight_decay, f"{name} weight_decay", 0.0)
 
     def step(self) -> None:
         self.iterations += 1
@@ -180,7 +257,7 @@ class Adam(Optimizer):
 
     def get_config(self) -> dict[str, Any]:
         return {
-            "lr": self.lr,
+            **super().get_config(),
             "beta1": self.beta1,
             "beta2": self.beta2,
             "eps": self.eps,
@@ -188,7 +265,134 @@ class Adam(Optimizer):
         }
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay, under its own name and with PyTorch's default decay
+    of 0.01: ``p *= 1 - lr * weight_decay`` each step, then Adam's update."""
+
+    def __init__(
+        self,
+        lr: float | Schedule = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        **unknown: Any,
+    ) -> None:
+        super().__init__(lr, beta1, beta2, eps, weight_decay, clipnorm, clipvalue, **unknown)
+
+
+class RMSprop(Optimizer):
+    """RMSprop as PyTorch's: ``s = rho s + (1 - rho) g^2`` (from zero), and
+    ``p -= lr g / (sqrt(s) + eps)``; ``centered`` divides by ``sqrt(s - a^2) + eps`` where ``a``
+    is the running mean of ``g``; with ``momentum``, ``b = momentum b + g / (...)`` and
+    ``p -= lr b``. ``weight_decay`` adds ``weight_decay * p`` to the gradient first.
+    """
+
+    def __init__(
+        self,
+        lr: float | Schedule = 0.01,
+        rho: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float = 0.0,
+        centered: bool = False,
+        weight_decay: float = 0.0,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        **unknown: Any,
+    ) -> None:
+        super().__init__(lr, clipnorm, clipvalue, **unknown)
+        self.rho = number(rho, "RMSprop rho", 0.0, 1.0)
+        self.eps = number(eps, "RMSprop eps", 0.0, low_open=True)
+        self.momentum = number(momentum, "RMSprop momentum", 0.0, 1.0)
+        self.centered = bool(centered)
+        self.weight_decay = number(weight_decay, "RMSprop weight_decay", 0.0)
+
+    def step(self) -> None:
+        self.iterations += 1
+        xp, rho, lr = self.xp, self.rho, self._lr()
+        for p, state in zip(self.params, self.state):
+            g = p.grad if not self.weight_decay else p.grad + self.weight_decay * p.value
+            if not state:
+                state["square_avg"] = xp.zeros_like(g)
+                if self.centered:
+                    state["grad_avg"] = xp.zeros_like(g)
+                if self.momentum:
+                    state["momentum"] = xp.zeros_like(g)
+            state["square_avg"] *= rho
+            state["square_avg"] += (1.0 - rho) * (g * g)
+            if self.centered:
+                state["grad_avg"] *= rho
+                state["grad_avg"] += (1.0 - rho) * g
+                avg = state["square_avg"] - state["grad_avg"] * state["grad_avg"]
+            else:
+                avg = state["square_avg"]
+            update = g / (xp.sqrt(avg) + self.eps)
+            if self.momentum:
+                state["momentum"] *= self.momentum
+                state["momentum"] += update
+                update = state["momentum"]
+            p.value -= lr * update
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "rho": self.rho,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "centered": self.centered,
+            "weight_decay": self.weight_decay,
+        }
+
+
+class Adagrad(Optimizer):
+    """Adagrad as PyTorch's: ``s += g^2`` (from ``initial_accumulator``) and
+    ``p -= lr g / (sqrt(s) + eps)``; ``weight_decay`` adds ``weight_decay * p`` to ``g``."""
+
+    def __init__(
+        self,
+        lr: float | Schedule = 0.01,
+        eps: float = 1e-10,
+        initial_accumulator: float = 0.0,
+        weight_decay: float = 0.0,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        **unknown: Any,
+    ) -> None:
+        super().__init__(lr, clipnorm, clipvalue, **unknown)
+        self.eps = number(eps, "Adagrad eps", 0.0, low_open=True)
+        self.initial_accumulator = number(initial_accumulator, "Adagrad initial_accumulator", 0.0)
+        self.weight_decay = number(weight_decay, "Adagrad weight_decay", 0.0)
+
+    def step(self) -> None:
+        self.iterations += 1
+        xp, lr = self.xp, self._lr()
+        for p, state in zip(self.params, self.state):
+            g = p.grad if not self.weight_decay else p.grad + self.weight_decay * p.value
+            if not state:
+                state["sum"] = xp.full_like(g, self.initial_accumulator)
+            state["sum"] += g * g
+            p.value -= lr * (g / (xp.sqrt(state["sum"]) + self.eps))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "eps": self.eps,
+            "initial_accumulator": self.initial_accumulator,
+            "weight_decay": self.weight_decay,
+        }
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "adam": Adam,
+    "adamw": AdamW,
+    "rmsprop": RMSprop,
+    "adagrad": Adagrad,
+}
+#: The optimizers by class name, as model files name them (``polynn.registry``).
+OPTIMIZER_CLASSES: dict[str, type[Optimizer]] = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 
 
 def get_optimizer(optimizer: str | Optimizer | None) -> Optimizer:

@@ -54,6 +54,7 @@ __all__ = [
     "metrics_for",
     "run",
     "score",
+    "score_batches",
     "set_training",
     "spans",
     "split",
@@ -83,7 +84,8 @@ def split(X: Any, y: Any, fraction: float) -> tuple[Any, Any, tuple[Any, Any]]:
 
 
 class ArrayBatches:
-    """The batches of ``(X, y)``, arrays already on the backend's device.
+    """The batches of ``(X, y)`` (and of the rows' weights ``w``, if any), arrays already on
+    the backend's device; each batch is a tuple ``(x, y)`` or ``(x, y, w)``.
 
     Without shuffling (or with a single batch) every epoch sees the same batches, sliced once;
     with shuffling each epoch draws a permutation from ``rng``, the model's host RNG, so one
@@ -99,31 +101,32 @@ class ArrayBatches:
         shuffle: bool,
         backend: Backend,
         rng: HostRNG,
+        w: Any = None,
     ) -> None:
         self.rows = X.shape[0]
         self.spans = spans(self.rows, batch_size)
         self.sizes = [stop - start for start, stop in self.spans]
-        self._X, self._y = X, y
+        self._arrays = (X, y) if w is None else (X, y, w)
         self._backend, self._rng = backend, rng
-        self._fixed: list[tuple[Any, Any]] | None = None
+        self._fixed: list[tuple[Any, ...]] | None = None
         if len(self.spans) == 1:
-            self._fixed = [(X, y)]
+            self._fixed = [self._arrays]
         elif not shuffle:
-            self._fixed = self._slice(X, y)
+            self._fixed = self._slice(self._arrays)
 
     def __len__(self) -> int:
         return len(self.spans)
 
-    def _slice(self, X: Any, y: Any) -> list[tuple[Any, Any]]:
-        return [(X[a:b, ...], y[a:b, ...]) for a, b in self.spans]
+    def _slice(self, arrays: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return [tuple(a[start:stop, ...] for a in arrays) for start, stop in self.spans]
 
-    def epoch(self) -> list[tuple[Any, Any]]:
-        """The next epoch's ``(x_batch, y_batch)`` pairs."""
+    def epoch(self) -> list[tuple[Any, ...]]:
+        """The next epoch's batches: ``(x, y)`` or ``(x, y, w)`` tuples."""
         if self._fixed is not None:
             return self._fixed
         xp = self._backend.xp
         order = self._backend.from_numpy(self._rng.permutation(self.rows))
-        return self._slice(xp.take(self._X, order, axis=0), xp.take(self._y, order, axis=0))
+        return self._slice(tuple(xp.take(a, order, axis=0) for a in self._arrays))
 
 
 class RankBatches:
@@ -145,14 +148,13 @@ class RankBatches:
     def __len__(self) -> int:
         return len(self.sizes)
 
-    def epoch(self) -> list[tuple[Any, Any]]:
+    def epoch(self) -> list[tuple[Any, ...]]:
         local = self._batches.epoch()
         if not self._dist.sharded:
             share = self._dist.share
-            return [(x[slice(*share(x.shape[0])), ...], y[slice(*share(x.shape[0])), ...])
-                    for x, y in local]  # fmt: skip
-        x0, y0 = local[0]
-        empty = (x0[:0, ...], y0[:0, ...])
+            return [tuple(a[slice(*share(batch[0].shape[0])), ...] for a in batch)
+                    for batch in local]  # fmt: skip
+        empty = tuple(a[:0, ...] for a in local[0])
         return local + [empty] * (len(self.sizes) - len(local))
 
 
@@ -186,9 +188,9 @@ def run(layers: Sequence[Layer], x: Any) -> Any:
 def make_step(
     layers: Sequence[Layer], loss: Loss, optimizer: Optimizer, *, guarded: bool = False
 ) -> Step:
-    """The training step on one batch: ``step(x, y)`` runs forward, the loss, backward and
-    the optimizer's update, and returns the batch's loss (a 0-d device array) and the
-    network's output (for the metrics).
+    """The training step on one batch: ``step(x, y)`` (or ``step(x, y, w)`` with the rows'
+    weights) runs forward, the loss, backward and the optimizer's update, and returns the
+    batch's loss (a 0-d device array) and the network's output (for the metrics).
 
     ``guarded`` (for epochs of one batch, whose loss is read at every step anyway): the loss
     is read as a float before the update, and a step whose loss is not finite skips it, so
@@ -196,14 +198,15 @@ def make_step(
     """
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
-    value_and_grad, update = loss.value_and_grad, optimizer.step
+    value_and_grad, weighted = loss.value_and_grad, loss.weighted_value_and_grad
+    update = optimizer.updater()
     isfinite = math.isfinite
 
-    def step(x: Any, y: Any) -> tuple[Any, Any]:
+    def step(x: Any, y: Any, w: Any = None) -> tuple[Any, Any]:
         out = x
         for forward in forwards:
             out = forward(out)
-        value, grad = value_and_grad(out, y)
+        value, grad = value_and_grad(out, y) if w is None else weighted(out, y, w)
         for backward in backwards:
             grad = backward(grad)
         if guarded:
@@ -238,17 +241,18 @@ def make_mixed_step(
     (``polynn.precision``)."""
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
-    value_and_grad, update = loss.value_and_grad, optimizer.step
+    value_and_grad, weighted = loss.value_and_grad, loss.weighted_value_and_grad
+    update = optimizer.updater()
     xp, params, half, full = model.backend.xp, model.params, model.compute_dtype, model.dtype
     scaler = model.loss_scale
 
-    def step(x: Any, y: Any) -> tuple[Any, Any]:
+    def step(x: Any, y: Any, w: Any = None) -> tuple[Any, Any]:
         with half_weights(params, half, xp):
             out = x
             for forward in forwards:
                 out = forward(out)
             out = xp.astype(out, full)
-            value, grad = value_and_grad(out, y)
+            value, grad = value_and_grad(out, y) if w is None else weighted(out, y, w)
             if scaler is not None:
                 grad = grad * scaler.scale
             grad = xp.astype(grad, half)
@@ -281,7 +285,7 @@ def make_distributed_step(
     summed over this rank's rows."""
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
-    value_and_grad, update = loss.value_and_grad, optimizer.step
+    value_and_grad, update = loss.value_and_grad, optimizer.updater()
     backend, params = model.backend, model.params
     xp, send = backend.xp, dist.transport(backend).allreduce
     zero = xp.asarray(0.0, dtype=model.dtype, device=backend.device)
@@ -363,34 +367,68 @@ def score(
     batch_size: int | None,
     backend: Backend,
     dist: MPI | None = None,
+    w: Any = None,
 ) -> dict[str, float]:
-    """The loss and metrics of the network over ``(X, y)``, in batches, without updates.
+    """The loss and metrics of the network over ``(X, y)``, in batches, without updates;
+    with ``w`` (the rows' weights, averaging 1) the loss is the weighted mean.
 
     With ``dist`` each rank scores its share of the rows (replicated data) or its own rows
     (sharded), and the sums are added over the ranks."""
-    xp = backend.xp
     if dist is not None and not dist.sharded:
         start, stop = dist.share(X.shape[0])
         X, y = X[start:stop, ...], y[start:stop, ...]
-    values: list[Any] = []
-    counts: dict[str, list[Any]] = {name: [] for name in metrics}
     batch_spans = spans(X.shape[0], batch_size) if X.shape[0] else []
-    for start, stop in batch_spans:
-        yb = y[start:stop, ...]
-        out = xp.astype(run(layers, X[start:stop, ...]), yb.dtype, copy=False)  # from half
-        value = loss.value(out, yb)
-        values.append(value if dist is None else value * (stop - start))
-        for name, fn in metrics.items():
-            counts[name].append(fn(out, yb, xp))
-    sizes = [b - a for a, b in batch_spans]
+    batches = (
+        (X[a:b, ...], y[a:b, ...]) + (() if w is None else (w[a:b, ...],)) for a, b in batch_spans
+    )
     if dist is None:
-        return Summary(values, counts, backend).logs(sizes, X.shape[0])[0]
+        return score_batches(layers, batches, loss, metrics, backend)
+    values, counts, _ = _passes(layers, batches, loss, metrics, backend, by_rows=True)
     local = [
         sum(Summary([], {}, backend).to_host(v)) if v else 0.0 for v in (values, *counts.values())
     ]
     total = dist.sum_floats([*local, float(X.shape[0])], backend)
     rows = total[-1]
     return {"loss": total[0] / rows, **{name: c / rows for name, c in zip(counts, total[1:-1])}}
+
+
+def score_batches(
+    layers: Sequence[Layer],
+    batches: Iterable[tuple[Any, ...]],
+    loss: Loss,
+    metrics: Metrics,
+    backend: Backend,
+) -> dict[str, float]:
+    """The loss and metrics over ``batches`` (``(x, y)`` or ``(x, y, w)`` tuples on the
+    device, from arrays or a stream), without updates."""
+    values, counts, sizes = _passes(layers, batches, loss, metrics, backend)
+    return Summary(values, counts, backend).logs(sizes, sum(sizes))[0]
+
+
+def _passes(
+    layers: Sequence[Layer],
+    batches: Iterable[tuple[Any, ...]],
+    loss: Loss,
+    metrics: Metrics,
+    backend: Backend,
+    by_rows: bool = False,
+) -> tuple[list[Any], dict[str, list[Any]], list[int]]:
+    """Each batch's loss (``by_rows``: times its rows) and metric counts, and its rows."""
+    xp = backend.xp
+    values: list[Any] = []
+    counts: dict[str, list[Any]] = {name: [] for name in metrics}
+    sizes: list[int] = []
+    for xb, yb, *wb in batches:
+        out = xp.astype(run(layers, xb), yb.dtype, copy=False)  # from half
+        if wb:
+            value = loss.weighted_value_and_grad(out, yb, wb[0])[0]
+        else:
+            value = loss.value(out, yb)
+        values.append(value * xb.shape[0] if by_rows else value)
+        sizes.append(xb.shape[0])
+        for name, fn in metrics.items():
+            counts[name].append(fn(out, yb, xp))
+    return values, counts, sizes
 
 
 def epochs_of(
@@ -403,24 +441,30 @@ def epochs_of(
     tick: Callable[[], None] | None,
     scaler: LossScale | None = None,
     dist: MPI | None = None,
+    begin: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, float]]:
-    """Train epoch after epoch, yielding each one's logs (loss and metrics); a loss that
-    turns inf or NaN raises ``TrainingDivergedError``."""
+    """Train epoch after epoch, yielding each one's logs (loss, metrics and the learning rate
+    ``lr`` of its last step); a loss that turns inf or NaN raises ``TrainingDivergedError``.
+    ``begin(epoch)`` runs before each epoch (callbacks, an epoch-counting schedule)."""
     xp = backend.xp
     isfinite = math.isfinite
     # A tiny network's common case, kept cheap:
     quick = len(batches) == 1 and not metrics and dist is None
     for epoch in range(epochs):
+        if begin is not None:
+            begin(epoch)
         values: list[Any] = []
         counts: dict[str, list[Any]] = {name: [] for name in metrics} if metrics else {}
-        for xb, yb in batches.epoch():
-            value, out = step(xb, yb)
+        for batch in batches.epoch():
+            value, out = step(*batch)
             values.append(value)
             if metrics:
+                yb = batch[1]
                 for name, fn in metrics.items():
                     counts[name].append(fn(out, yb, xp))
             if tick is not None:
                 tick()
+        optimizer.epochs += 1
         if quick:
             batch_losses = [float(value)]
             logs = {"loss": batch_losses[0]}
@@ -434,6 +478,7 @@ def epochs_of(
                 f"{len(batches)}: the loss is {batch_losses[bad]}. Try a lower learning rate "
                 f"(this optimizer has lr={optimizer.lr:g}), or scale the inputs."
             )
+        logs["lr"] = optimizer.lr
         if scaler is not None:
             logs["loss_scale"] = scaler.scale
             logs["skipped_steps"] = float(scaler.take_skipped())
@@ -532,6 +577,12 @@ def train(
     else:
         step = make_step(layers, loss, optimizer, guarded=guarded)
     snapshot = Snapshot(model.params, backend)
+
+    def begin(epoch: int) -> None:
+        optimizer.start_epoch()
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch, {})
+
     if model.loss_scale is not None:  # float16's scale as this fit found it
         scale = (model.loss_scale.scale, model.loss_scale.clean_steps)
     logs: dict[str, float] = {}
@@ -540,7 +591,16 @@ def train(
     try:
         for epoch, logs in enumerate(
             epochs_of(
-                batches, step, metrics, backend, epochs, optimizer, tick, model.loss_scale, dist
+                batches,
+                step,
+                metrics,
+                backend,
+                epochs,
+                optimizer,
+                tick,
+                model.loss_scale,
+                dist,
+                begin,
             )
         ):
             set_training(model.layers, False)  # validation and callbacks infer

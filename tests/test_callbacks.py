@@ -129,7 +129,8 @@ def test_history_holds_one_float_per_epoch_for_each_key(backend):
         validation_data=(X[24:], labels[24:]),
         verbose=0,
     )
-    assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    assert hist.history["lr"] == [0.01] * 3
     assert hist.epoch == [0, 1, 2]
     for key, values in hist.history.items():
         assert len(values) == 3, key
@@ -142,10 +143,10 @@ def test_history_holds_one_float_per_epoch_for_each_key(backend):
             assert v * rows == pytest.approx(round(v * rows), abs=1e-9)
 
 
-def test_history_without_metrics_or_validation_holds_only_the_loss(backend):
+def test_history_without_metrics_or_validation_holds_the_loss_and_the_learning_rate(backend):
     X, y = regression()
     hist = regressor(backend).fit(X, y, epochs=2, verbose=0)
-    assert list(hist.history) == ["loss"]
+    assert list(hist.history) == ["loss", "lr"]
 
 
 def test_full_batch_loss_of_the_first_epoch_is_the_loss_at_the_initial_weights(backend):
@@ -318,7 +319,8 @@ def test_early_stopping_on_real_validation_loss_restores_its_minimum(backend):
 
 def test_early_stopping_monitor_missing_from_logs(backend):
     X, y = regression(rows=8)
-    with pytest.raises(ValueError, match=r"'val_loss'.*logged are \['accuracy', 'loss'\]") as info:
+    logged = r"'val_loss'.*logged are \['accuracy', 'loss', 'lr'\]"
+    with pytest.raises(ValueError, match=logged) as info:
         regressor(backend).fit(
             X, y, epochs=2, metrics=["accuracy"], callbacks=[pn.EarlyStopping()], verbose=0
         )

@@ -59,7 +59,7 @@ def test_class_labels_without_cross_entropy_point_to_it(backend):
 def test_the_history_reads_like_a_dict(backend):
     hist = pn.Sequential(pn.Dense(2, 1), backend=backend).fit([[1, 2]], [1], epochs=2, verbose=0)
     assert hist["loss"] is hist.history["loss"] and len(hist["loss"]) == 2
-    with pytest.raises(pn.PolynnValueError, match="has no 'val_loss'; it holds \\['loss'\\]"):
+    with pytest.raises(pn.PolynnValueError, match="has no 'val_loss'; it holds \\['loss', 'lr'\\]"):
         hist["val_loss"]
 
 
@@ -79,3 +79,18 @@ def test_jax_classification_does_not_warn_about_int64():
 
 def test_the_package_carries_its_type_information():
     assert (Path(pn.__file__).parent / "py.typed").is_file()
+
+
+def test_summary_and_count_params(backend):
+    net = pn.Sequential(pn.Dense(3, 5), pn.ReLU(), pn.Dense(5, 2), pn.Softmax(), backend=backend)
+    sizes = [w.size for w in net.get_weights()]
+    assert net.count_params() == sum(sizes) == 3 * 5 + 5 + 5 * 2 + 2
+    lines = []
+    net.summary(print_fn=lines.append)
+    text = lines[0]
+    rows = text.splitlines()
+    assert rows[2].startswith("Dense(in_features=3, out_features=5)") and "(None, 5)" in rows[2]
+    assert rows[2].split()[-1] == str(sizes[0] + sizes[1])
+    assert "(None, 2)" in rows[5] and rows[5].split()[-1] == "0"
+    assert f"Total params: {sum(sizes)} (trainable {sum(sizes)}, non-trainable 0)" in text
+    assert f"backend {backend.name}" in text

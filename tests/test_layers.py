@@ -8,12 +8,15 @@ respect to ``x`` is ``layer.backward(R)``, and the parameters' are what that cal
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 import polynn as pn
 from polynn.backends.host import HostRNG
 from polynn.layers import LAYERS
+from polynn.registry import build, encode
 
 EPS = 1e-6
 RTOL_FD = 1e-6
@@ -184,8 +187,11 @@ def test_forward_and_gradients_equal_pytorch(backend, name):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_config_rebuilds_the_layer(name):
+    """Through the names a file uses, and only those (``polynn.layers.LAYERS``)."""
     layer = CASES[name][0]()
-    again = LAYERS[type(layer).__name__](**layer.get_config())
+    spec = encode(layer, "the layer")
+    assert spec["type"] in LAYERS
+    again = build("layer", json.loads(json.dumps(spec)))
     assert repr(again) == repr(layer)
     assert again.param_shapes() == layer.param_shapes()
     assert again.buffer_shapes() == layer.buffer_shapes()

@@ -125,6 +125,25 @@ class Backend:
         """A NumPy copy of ``x`` (an array of this backend); never a view of it."""
         return to_numpy(x)
 
+    def stage(self, data: Any, dtype: Any = None, name: str = "X") -> tuple[Any, Any]:
+        """Start moving host data to the device, from a worker thread that prefetches batches
+        (``polynn.streaming``): ``data`` is checked as ``asarray`` checks host data, cast to
+        ``dtype`` if given, and its copy started without touching process-wide settings
+        (``context`` is for the main thread). Returns the array and a function to call before
+        using it. An array of this (or another) library passes through unchanged, for
+        ``asarray`` to check in the main thread."""
+        if self.owns(data) or foreign_library(data) is not None:
+            return data, _ready
+        a = check_host_array(data, name)
+        if dtype is not None:
+            a = cast_host_array(a, dtype_name(self.dtype(dtype)), name)
+        return self._copy_in(np.ascontiguousarray(a))
+
+    def _copy_in(self, a: np.ndarray) -> tuple[Any, Any]:
+        """``stage``'s copy: synchronous by default (the libraries take the device from the
+        call, not from thread state); CuPy's is asynchronous, on a stream of its own."""
+        return self._from_numpy(a), _ready
+
     def adopt(self, x: Any) -> Any:
         """A copy, on this backend and device, of an array of any backend: through DLPack
         where both sides support it, else through the host."""
@@ -217,6 +236,10 @@ def dtype_name(dtype: Any) -> str:
             f"the mixed-precision policies {list(POLICIES)}."
         )
     return name
+
+
+def _ready() -> None:
+    """The copy is complete: nothing to wait for."""
 
 
 def cast_host_array(a: np.ndarray, dtype: str, name: str) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -123,6 +124,7 @@ class CupyBackend(Backend):
             )
         index = _cuda_index(device, cupy, count)
         self._cupy = cupy
+        self._copy_streams = threading.local()
         self._linalg = _import("cupy._core._routines_linalg", "cupy", "pip install -U cupy")
         xp = _import("array_api_compat.cupy", "cupy", 'pip install "polynn[cuda12]"')
         super().__init__("cupy", xp, cupy.cuda.Device(index))
@@ -148,6 +150,30 @@ class CupyBackend(Backend):
 
     def _from_numpy(self, a: np.ndarray) -> Any:
         return self._cupy.asarray(a)  # on the current device: from_numpy enters context()
+
+    def _copy_in(self, a: np.ndarray) -> tuple[Any, Any]:
+        """Copy ``a`` through pinned host memory on a stream of this thread's own, so that
+        the copy overlaps the main stream's kernels; the returned function waits for the copy
+        (by then normally done) and only then releases the pinned buffer to CuPy's pool."""
+        cupy = self._cupy
+        with self.device:
+            pinned = cupy.cuda.alloc_pinned_memory(a.nbytes)
+            staged = np.frombuffer(pinned, a.dtype, a.size).reshape(a.shape)
+            staged[...] = a
+            stream = getattr(self._copy_streams, "stream", None)
+            if stream is None:  # one per prefetching thread, made once
+                stream = self._copy_streams.stream = cupy.cuda.Stream(non_blocking=True)
+            with stream:
+                x = cupy.empty(a.shape, a.dtype)
+                x.set(staged, stream=stream)
+                done = stream.record()
+
+        def ready() -> None:
+            nonlocal pinned
+            done.synchronize()
+            pinned = None
+
+        return x, ready
 
     def device_of(self, x: Any) -> Any:
         return x.device

@@ -80,7 +80,10 @@ class Layer:
     """
 
     params: tuple[Parameter, ...] = ()
+    #: Arrays the layer keeps that training does not optimise (running statistics, say):
+    #: saved with the model, not part of ``get_weights``, never seen by an optimizer.
     buffers: tuple[Parameter, ...] = ()
+    #: True during the training steps of ``fit`` (the model sets it), else False.
     training: bool = False
     #: The weight initialisation a preceding ``Dense`` uses by default.
     init: ClassVar[str] = "glorot_uniform"
@@ -115,17 +118,8 @@ class Layer:
         return []
 
     def buffer_shapes(self) -> list[tuple[int, ...]]:
-        """The shapes of the buffers ``build`` creates (known before building it)."""
+        """The shapes of the ``buffers`` ``build`` creates (known before building it)."""
         return []
-
-    def get_state(self) -> dict[str, Any]:
-        """Small JSON-able state that is neither a parameter nor a buffer, for saving."""
-        return {}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Restore what ``get_state`` returned."""
-        if state:
-            raise PolynnValueError(f"{self!r} keeps no state; got {sorted(state)}.")
 
     def input_shape(self) -> Shape | None:
         """The shape of the rows this layer takes when it comes first in a model, or None
@@ -140,6 +134,14 @@ class Layer:
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, for saving."""
         return {}
+
+    def get_state(self) -> dict[str, Any]:
+        """Small state besides arrays (JSON values, e.g. a step counter), saved with the
+        model so that training resumes exactly; ``set_state`` puts it back after ``build``."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``get_state`` returned."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -22,14 +22,7 @@ class Residual(Layer):
     runs fused into it, as in a model.
     """
 
-    def __init__(self, *layers: Layer, **config: Any) -> None:
-        if config:  # from a saved file: {"layers": [{"type": ..., "config": ...}, ...]}
-            if set(config) != {"layers"} or layers:
-                raise PolynnTypeError(
-                    f"Residual takes layers, Residual(pn.Dense(8, 8), pn.ReLU()); got "
-                    f"keywords {sorted(config)}."
-                )
-            layers = tuple(_from_specs(config["layers"]))
+    def __init__(self, *layers: Layer) -> None:
         if not layers:
             raise PolynnValueError("Residual needs at least one layer; got none.")
         for i, layer in enumerate(layers):
@@ -108,12 +101,28 @@ class Residual(Layer):
         return grad + inner
 
     def get_config(self) -> dict[str, Any]:
+        """``{"layers": [...]}``: each layer as a file names it (``polynn.registry``)."""
+        from polynn.registry import encode  # the registry imports the layers
+
         return {
             "layers": [
-                {"type": type(layer).__name__, "config": layer.get_config()}
-                for layer in self.layers
+                encode(layer, f"layer {i} of {type(self).__name__}")
+                for i, layer in enumerate(self.layers)
             ]
         }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Residual:
+        """The block a file's config describes; its layers' names are looked up as a model's
+        are (polynn's own classes, registered ones, ``custom_objects``)."""
+        from polynn.registry import build
+
+        specs = config.get("layers")
+        if set(config) != {"layers"} or not isinstance(specs, list):
+            raise PolynnValueError(
+                f"a Residual's config is {{'layers': [...]}}; got keys {sorted(config)}."
+            )
+        return cls(*(build("layer", spec, custom_objects) for spec in specs))
 
     def get_state(self) -> dict[str, Any]:
         states = [layer.get_state() for layer in self.layers]
@@ -130,18 +139,3 @@ class Residual(Layer):
 
     def __repr__(self) -> str:
         return f"Residual({', '.join(repr(layer) for layer in self.layers)})"
-
-
-def _from_specs(specs: Any) -> list[Layer]:
-    """Layers from saved ``{"type", "config"}`` entries; only the classes polynn knows."""
-    from polynn.layers import LAYERS  # this package's registry imports this module
-
-    if not isinstance(specs, list):
-        raise PolynnTypeError(f"Residual's saved layers must be a list; got {specs!r}.")
-    layers = []
-    for spec in specs:
-        kind = spec.get("type") if isinstance(spec, dict) else None
-        if kind not in LAYERS:
-            raise PolynnValueError(f"Residual names an unknown layer type {kind!r}.")
-        layers.append(LAYERS[kind](**spec.get("config", {})))
-    return layers

@@ -44,7 +44,7 @@ class Reshape(Layer):
         return self.xp.reshape(grad, self._in)
 
     def get_config(self) -> dict[str, Any]:
-        return {"shape": list(self.shape)}
+        return {"shape": self.shape}
 
 
 class Flatten(Layer):
