@@ -3,11 +3,15 @@ of shape (rows, length, channels) at the model's entry, copies and files."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from test_gradients import RTOL, analytic_gradients, numeric_gradients, relative_error
 
 import polynn as pn
+from polynn import files
+from polynn.backends import host
 
 
 def cnn(backend, dtype="float64", seed=0):
@@ -77,7 +81,7 @@ def test_flat_rows_into_a_reshape(backend):
 
 
 def test_a_saved_model_with_the_new_layers_predicts_the_same(backend, tmp_path):
-    """Config and weights (format 1 keeps no buffers: this model has none)."""
+    """Every kind of layer that has no buffers; the next test saves BatchNorm's."""
     net = pn.Sequential(
         pn.Dense(6, 6), pn.Dropout(0.2), pn.Reshape((3, 2)), pn.Conv1D(2, 2, 2, padding=1),
         pn.Flatten(), pn.Dense(8, 6), pn.LayerNorm(6), pn.Residual(pn.Dense(6, 6), pn.ReLU()),
@@ -110,3 +114,89 @@ def test_to_copies_buffers_and_state(backend):
         }
     )
     np.testing.assert_allclose(pn.to_numpy(copy.predict(X)), pn.to_numpy(net.predict(X)))
+
+
+def regularised(backend, seed=0):
+    return pn.Sequential(
+        pn.Dense(3, 6), pn.BatchNorm(6), pn.ReLU(), pn.Dropout(0.3),
+        pn.Residual(pn.Dense(6, 6), pn.Dropout(0.2), pn.LayerNorm(6)),
+        pn.Dense(6, 2),
+        backend=backend, dtype="float64", seed=seed,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("onto", ["same", "numpy"])
+@pytest.mark.parametrize("how", ["npz", "safetensors", "pickle"])
+def test_running_statistics_and_dropout_counters_survive_save_and_load(
+    backend, how, onto, tmp_path
+):
+    """Format 2 keeps BatchNorm's running statistics (buffers) and each Dropout's key and
+    step (layer state, nested ones included): predictions match, and training resumed from
+    the file (on the same backend, or on NumPy) equals training that never stopped (the
+    same masks), to 1e-12 in float64."""
+    if how == "safetensors":
+        pytest.importorskip("safetensors", reason="the safetensors extra is not installed")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(24, 3)), rng.integers(0, 2, size=24)
+    kwargs = dict(loss="cross_entropy", batch_size=8, verbose=0)
+    whole = regularised(backend)
+    whole.fit(X, y, optimizer=pn.Adam(0.01), epochs=4, **kwargs)
+
+    first = regularised(backend)
+    first.fit(X, y, optimizer=pn.Adam(0.01), epochs=2, **kwargs)
+    target = backend.name if onto == "same" else onto
+    if how == "pickle":
+        again = pickle.loads(pickle.dumps(first))
+        again = again if onto == "same" else again.to(target)
+    else:
+        first.save(tmp_path / f"m.{how}")
+        again = pn.load(tmp_path / f"m.{how}", backend=target)
+    for a, b in zip(again.buffers, first.buffers):
+        np.testing.assert_array_equal(pn.to_numpy(a.value), pn.to_numpy(b.value))
+    assert [layer.get_state() for layer in again.layers] == [
+        layer.get_state() for layer in first.layers
+    ]
+    assert again.layers[3].get_state()["step"] == 6  # 3 batches x 2 epochs
+    np.testing.assert_allclose(pn.to_numpy(again.predict(X)), pn.to_numpy(first.predict(X)))
+
+    again.fit(X, y, epochs=2, **kwargs)  # the file's optimizer, RNG and dropout steps
+    # Onto another library: the bias of the Dense before BatchNorm has a zero gradient in
+    # exact arithmetic (the normalisation removes it), so it holds rounding noise of about
+    # 1e-10 that each library's matrix products round differently; the running mean adds it.
+    rtol, atol = (1e-12, 1e-14) if onto == "same" else (1e-9, 1e-9)
+    for a, b in zip(again.get_weights(), whole.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+    for a, b in zip(again.buffers, whole.buffers):
+        np.testing.assert_allclose(pn.to_numpy(a.value), pn.to_numpy(b.value), rtol=rtol)
+
+
+@pn.register(name="TestLayersScale")
+class Scale(pn.Layer):
+    """A user's layer: ``y = 2 x``."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, grad):
+        return 2 * grad
+
+
+def test_a_registered_layer_inside_a_residual_round_trips(backend, tmp_path):
+    net = pn.Sequential(
+        pn.Dense(3, 3), pn.Residual(pn.Dense(3, 3), Scale()), backend=backend, seed=0
+    )
+    net.save(tmp_path / "m.npz")
+    again = pn.load(tmp_path / "m.npz", backend=backend.name)
+    assert isinstance(again.layers[1].layers[1], Scale)
+    X = np.ones((2, 3))
+    np.testing.assert_allclose(pn.to_numpy(again.predict(X)), pn.to_numpy(net.predict(X)))
+
+
+def test_a_file_naming_an_unknown_layer_inside_a_residual_is_refused(tmp_path):
+    net = pn.Sequential(pn.Dense(3, 3), pn.Residual(pn.Dense(3, 3)), seed=0)
+    config, arrays = files.state(net)
+    config["layers"][1]["config"]["layers"][0]["type"] = "os.system"
+    host.write_model(tmp_path / "m.npz", arrays, config)
+    with pytest.raises(pn.PolynnFileError, match=r"os\.system") as info:
+        pn.load(tmp_path / "m.npz")
+    assert isinstance(info.value, OSError)
