@@ -200,3 +200,33 @@ def test_a_file_naming_an_unknown_layer_inside_a_residual_is_refused(tmp_path):
     with pytest.raises(pn.PolynnFileError, match=r"os\.system") as info:
         pn.load(tmp_path / "m.npz")
     assert isinstance(info.value, OSError)
+
+
+@pytest.mark.filterwarnings("ignore:mixed precision on NumPy:UserWarning")
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_the_new_layers_train_in_mixed_precision(backend, policy):
+    """Half-precision compute through every new layer: the outputs in the half type, the
+    parameters, gradients and buffers in float32, the loss close to float32's."""
+    try:
+        half = backend.compute_dtype(policy)
+    except pn.PolynnValueError as exc:
+        pytest.skip(str(exc))
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(16, 10)), rng.integers(0, 3, size=16)
+
+    def model(dtype):
+        return pn.Sequential(
+            pn.Reshape((10, 1)), pn.Conv1D(1, 4, 3, padding=1), pn.BatchNorm(4), pn.GELU(),
+            pn.MaxPool1D(2), pn.GlobalAveragePool1D(), pn.Dropout(0.2), pn.Dense(4, 8),
+            pn.LayerNorm(8), pn.Residual(pn.Dense(8, 8), pn.SiLU()), pn.ELU(), pn.Softplus(),
+            pn.Dense(8, 3), backend=backend, dtype=dtype, seed=0,
+        )  # fmt: skip
+
+    kwargs = dict(loss="cross_entropy", optimizer=pn.SGD(lr=0.05), epochs=3, batch_size=8)
+    mixed, full = model(policy), model("float32")
+    losses = mixed.fit(X, y, verbose=0, **kwargs)["loss"]
+    np.testing.assert_allclose(losses, full.fit(X, y, verbose=0, **kwargs)["loss"], rtol=5e-2)
+    f32 = backend.dtype("float32")
+    assert mixed.forward(X).dtype == half
+    assert all(p.value.dtype == f32 and p.grad.dtype == f32 for p in mixed.params)
+    assert all(b.value.dtype == f32 for b in mixed.buffers)
