@@ -128,7 +128,9 @@ class Layer:
 
     def output_shape(self, shape: Shape | None) -> Shape | None:
         """The shape of this layer's output rows for input rows of ``shape`` (None: not
-        known yet); raises ``PolynnValueError`` for a shape it cannot take."""
+        known yet); raises ``PolynnValueError`` for a shape it cannot take. The default keeps
+        the shape: a layer of your own that changes it overrides this (and ``input_shape``),
+        or the model's checks of the sizes around it go wrong."""
         return shape
 
     def get_config(self) -> dict[str, Any]:
@@ -373,8 +375,8 @@ def check_stack(layers: tuple[Layer, ...]) -> tuple[Shape | None, Shape | None]:
     entry, out = stack_shapes(layers)
     if entry is None and out is None:
         raise PolynnValueError(
-            "Sequential needs at least one Dense layer (or another that knows its sizes, such "
-            "as Conv1D or Reshape) to know its sizes."
+            "Sequential needs at least one Dense layer (or another layer that fixes the sizes, "
+            "such as Conv1D or Reshape) to know its sizes; got only layers of any size."
         )
     every = [inner for layer in layers for inner in nested(layer)]
     if len({id(layer) for layer in every}) != len(every):
@@ -392,4 +394,5 @@ def nested(layer: Layer) -> list[Layer]:
     inner = getattr(layer, "layers", None)
     if not isinstance(inner, (list, tuple)):
         return [layer]
-    return [layer, *(deep for child in inner for deep in nested(child))]
+    children = [child for child in inner if isinstance(child, Layer)]
+    return [layer, *(deep for child in children for deep in nested(child))]
