@@ -28,6 +28,7 @@ EXAMPLES = [
     "mnist1d.py --quick",
     "mnist1d.py --quick --model cnn",
     "regression.py --quick",
+    "memmap.py --quick",
 ]
 
 

@@ -578,9 +578,13 @@ def train(
         step = make_step(layers, loss, optimizer, guarded=guarded)
     snapshot = Snapshot(model.params, backend)
 
+    # Before each epoch: an epoch-counting schedule, and the callbacks that want to know.
+    starters = [cb for cb in callbacks if type(cb).on_epoch_begin is not Callback.on_epoch_begin]
+    per_epoch = optimizer.schedule is not None and optimizer.schedule.per == "epoch"
+
     def begin(epoch: int) -> None:
         optimizer.start_epoch()
-        for cb in callbacks:
+        for cb in starters:
             cb.on_epoch_begin(epoch, {})
 
     if model.loss_scale is not None:  # float16's scale as this fit found it
@@ -600,7 +604,7 @@ def train(
                 tick,
                 model.loss_scale,
                 dist,
-                begin,
+                begin if starters or per_epoch else None,
             )
         ):
             set_training(model.layers, False)  # validation and callbacks infer
