@@ -30,7 +30,7 @@ from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
 from polynn.distributed import MPI, agreed, weighted_means
 from polynn.errors import PolynnTypeError, PolynnValueError, TrainingDivergedError
-from polynn.layers import Identity, Layer, Softmax
+from polynn.layers import Identity, Layer, Softmax, nested
 from polynn.losses import BinaryCrossEntropy, CrossEntropy, Loss
 from polynn.metrics import get_metrics
 from polynn.optimizers import Optimizer
@@ -137,12 +137,17 @@ class RankBatches:
 
     def __init__(self, batches: ArrayBatches, dist: MPI) -> None:
         self._batches, self._dist = batches, dist
+        #: Where this rank's rows start in each global batch (for Dropout's masks).
+        self.offsets: list[int]
         if dist.sharded:
             everyone = dist.comm.allgather(batches.sizes)
             steps = max(len(sizes) for sizes in everyone)
             self.sizes = [sum(s[i] for s in everyone if i < len(s)) for i in range(steps)]
+            before = everyone[: dist.rank]  # the ranks whose rows come first in each step
+            self.offsets = [sum(s[i] for s in before if i < len(s)) for i in range(steps)]
         else:
             self.sizes = list(batches.sizes)
+            self.offsets = [dist.share(size)[0] for size in self.sizes]
         self.rows = sum(self.sizes)
 
     def __len__(self) -> int:
@@ -276,13 +281,16 @@ def make_distributed_step(
     model: Sequential,
     dist: MPI,
     sizes: Sequence[int],
+    offsets: Sequence[int] = (),
 ) -> Step:
     """The training step of one rank of data-parallel training: forward and backward on this
     rank's rows of a global batch (``sizes``: the global batches' rows, in the order the steps
     take them), with the loss gradient weighted by this rank's share of the rows so that the
     parameter gradients need only be summed over the ranks: one collective, which also says
     whether a rank failed. Every rank then applies the same update. Returns the batch's loss
-    summed over this rank's rows."""
+    summed over this rank's rows. ``offsets``: where this rank's rows start in each global
+    batch, which layers with a ``row_offset`` (Dropout) are told, so that their masks are
+    those of one process."""
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
     value_and_grad, update = loss.value_and_grad, optimizer.updater()
@@ -290,11 +298,16 @@ def make_distributed_step(
     xp, send = backend.xp, dist.transport(backend).allreduce
     zero = xp.asarray(0.0, dtype=model.dtype, device=backend.device)
     totals = itertools.cycle(sizes)
+    starts = itertools.cycle(offsets or [0])
+    shifted = [inner for layer in layers for inner in nested(layer) if hasattr(inner, "row_offset")]
 
     def step(x: Any, y: Any) -> tuple[Any, Any]:
         rows, total, error, value, grads = x.shape[0], next(totals), None, zero, None
+        start = next(starts)
         try:
             out = x
+            for layer in shifted:
+                layer.row_offset = start
             for forward in forwards:
                 out = forward(out)
             if rows:
@@ -306,6 +319,8 @@ def make_distributed_step(
                 value = value * rows
         except Exception as exc:  # the other ranks must hear of it, not wait for this one
             error, out = exc, x
+        for layer in shifted:
+            layer.row_offset = 0
         if grads is None:
             grads = [xp.zeros_like(p.value) for p in params]
         failed = backend.from_numpy([float(error is not None)], model.dtype)
@@ -571,7 +586,9 @@ def train(
     tick = progress.batch_done if progress.per_batch else None
     guarded = len(batches) == 1 and dist is None
     if dist is not None:
-        step = make_distributed_step(layers, loss, optimizer, model, dist, batches.sizes)
+        step = make_distributed_step(
+            layers, loss, optimizer, model, dist, batches.sizes, batches.offsets
+        )
     elif model.mixed:
         step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded)
     else:

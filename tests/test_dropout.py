@@ -152,3 +152,11 @@ def test_bad_state_is_refused(state):
     with pytest.raises((ValueError, TypeError)) as info:
         pn.Dropout(0.5).set_state(state)
     assert isinstance(info.value, pn.PolynnError)
+
+
+def test_a_part_of_a_batch_draws_its_rows_of_the_whole_mask(backend):
+    """What data-parallel ranks rely on: rows 2-5 of a batch, drawn alone with
+    ``row_offset=2``, get the mask those rows get in the whole batch."""
+    layer = dropout_net(backend).layers[1]
+    whole = pn.to_numpy(layer.mask((6, 5), 3))
+    np.testing.assert_array_equal(pn.to_numpy(layer.mask((4, 5), 3, row_offset=2)), whole[2:])

@@ -16,6 +16,7 @@ them), and no backend's overflow rules come into play.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from polynn._checks import integer, number
@@ -75,12 +76,19 @@ def word_dtype(xp: Any, device: Any) -> Any:
     return xp.int64
 
 
-def mask_bits(xp: Any, device: Any, word: Any, shape: tuple[int, ...], keys: tuple[int, int]):
-    """The 32-bit hash of every element index of an array of ``shape``, in ``word``."""
-    size = 1
-    for n in shape:
-        size *= n
-    index = xp.reshape(xp.arange(size, dtype=word, device=device), shape)
+def mask_bits(
+    xp: Any,
+    device: Any,
+    word: Any,
+    shape: tuple[int, ...],
+    keys: tuple[int, int],
+    row_offset: int = 0,
+) -> Any:
+    """The 32-bit hash of every element index of an array of ``shape`` (whose rows start at
+    row ``row_offset`` of a larger batch), in ``word``."""
+    size = math.prod(shape)
+    start = row_offset * math.prod(shape[1:])
+    index = xp.reshape(xp.arange(start, start + size, dtype=word, device=device), shape)
     return _lowbias32(_lowbias32(index ^ keys[0]) ^ keys[1])
 
 
@@ -99,22 +107,27 @@ class Dropout(Layer):
         self._threshold = min(round(self.rate * 2**32), MASK32)
         self.key = 0
         self.step = 0
+        #: Where this batch's rows start in the global batch (data-parallel training sets it,
+        #: so that N ranks draw the masks one process would).
+        self.row_offset = 0
 
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         super().build(backend, dtype, rng, init)
         self.key = rng.key32()
         self._word = word_dtype(backend.xp, backend.device)
 
-    def mask(self, shape: tuple[int, ...], step: int) -> Any:
-        """The keep mask (booleans) of training pass ``step`` for an input of ``shape``."""
-        bits = mask_bits(self.xp, self.device, self._word, shape, step_keys(self.key, step))
+    def mask(self, shape: tuple[int, ...], step: int, row_offset: int = 0) -> Any:
+        """The keep mask (booleans) of training pass ``step`` for an input of ``shape`` whose
+        rows start at row ``row_offset`` of the batch."""
+        keys = step_keys(self.key, step)
+        bits = mask_bits(self.xp, self.device, self._word, shape, keys, row_offset)
         return bits >= self._threshold
 
     def forward(self, x: Any) -> Any:
         self._scale = None
         if not self.training or self.rate == 0.0:
             return x
-        keep = self.mask(tuple(x.shape), self.step)
+        keep = self.mask(tuple(x.shape), self.step, self.row_offset)
         self.step += 1
         self._scale = self.xp.astype(keep, x.dtype) * self.constant(1.0 / (1.0 - self.rate))
         return x * self._scale
