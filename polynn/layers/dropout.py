@@ -3,9 +3,10 @@
 A mask element is a hash of (key, step, element index): ``key`` is a 32-bit number the layer
 draws from the model's host RNG when it is built (so it follows from the model's ``seed`` and
 the layer's position), ``step`` counts the layer's training passes, and the index is the
-element's position in the batch. The hash is computed on the device, with integer
-operations of the array API standard only, so the masks cost no host-to-device copy and are
-bit-identical on NumPy, CuPy, PyTorch, JAX and array-api-strict.
+element's position in the batch (in data-parallel training: in the global batch). The hash
+is computed on the device, with integer operations of the array API standard only, so the
+masks cost no host-to-device copy and are bit-identical on NumPy, CuPy, PyTorch, JAX and
+array-api-strict.
 
 The hash is Chris Wellons' "lowbias32" (a 32-bit multiply-xorshift finaliser), applied
 twice with keys mixed from (key, step) on the host. Its multiplications are done in 16-bit
