@@ -601,8 +601,11 @@ def train(
 
     def begin(epoch: int) -> None:
         optimizer.start_epoch()
-        for cb in starters:
-            cb.on_epoch_begin(epoch, {})
+        if starters:
+            set_training(model.layers, False)  # callbacks infer
+            for cb in starters:
+                cb.on_epoch_begin(epoch, {})
+            set_training(model.layers, True)
 
     if model.loss_scale is not None:  # float16's scale as this fit found it
         scale = (model.loss_scale.scale, model.loss_scale.clean_steps)

@@ -137,9 +137,13 @@ class Probe(pn.Callback):
     def __init__(self, recorder, X):
         self.recorder, self.X, self.flags = recorder, X, []
 
-    def on_epoch_end(self, epoch, logs):
+    def on_epoch_begin(self, epoch, logs):
         self.flags.append(self.recorder.training)
         self.model.predict(self.X)  # a callback's predict infers
+
+    def on_epoch_end(self, epoch, logs):
+        self.flags.append(self.recorder.training)
+        self.model.predict(self.X)
 
 
 def test_fit_trains_and_everything_else_infers(backend):
@@ -152,10 +156,11 @@ def test_fit_trains_and_everything_else_infers(backend):
     X, y = np.ones((6, 2)), np.ones((6, 1))
     probe = Probe(recorder, X)
     net.fit(X, y, epochs=2, batch_size=3, validation_data=(X, y), callbacks=[probe], verbose=0)
-    # per epoch: 2 training batches, 1 validation pass, 1 predict in the callback
-    assert recorder.seen == [True, True, False, False] * 2
+    # per epoch: a predict in on_epoch_begin, 2 training batches, 1 validation pass, a
+    # predict in on_epoch_end
+    assert recorder.seen == [False, True, True, False, False] * 2
     assert inner.seen == recorder.seen  # Residual passes the flag down
-    assert probe.flags == [False, False]
+    assert probe.flags == [False, False, False, False]
     assert not recorder.training and not inner.training
     net.evaluate(X, y)
     net.forward(X)
