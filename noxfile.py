@@ -33,6 +33,7 @@ EXAMPLES = [
     "xor.py --tutorial",
     "digits.py --quick",
     "mnist1d.py --quick",
+    "mnist1d.py --quick --model cnn",
     "regression.py --quick",
     "memmap.py --quick",
 ]

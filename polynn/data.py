@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from polynn.backends import POLICIES
 from polynn.errors import PolynnTypeError, PolynnValueError
+from polynn.layers import compatible
 from polynn.losses import CrossEntropy, Loss
 
 if TYPE_CHECKING:
@@ -17,15 +18,17 @@ __all__ = ["inputs", "pairs", "weights"]
 
 
 def inputs(net: Sequential, X: Any) -> Any:
-    """``X`` as an array of ``net``'s backend in its compute dtype, of shape (rows, features):
-    host data is checked and moved, finite values that do not fit the dtype are refused."""
+    """``X`` as an array of ``net``'s backend in its compute dtype, of shape (rows, features)
+    (or ``(rows, *net.input_shape)``): host data is checked and moved, finite values that do not
+    fit the dtype are refused."""
     X = net.backend.asarray(X, dtype=net.dtype, name="X")
-    if X.ndim != 2 or X.shape[1] != net.in_features:
-        hint = " (for one feature per row, pass X.reshape(-1, 1))" if X.ndim == 1 else ""
-        raise PolynnValueError(
-            f"X has shape {tuple(X.shape)}, but the first Dense layer expects "
-            f"{net.in_features} features per row: shape (rows, {net.in_features}){hint}."
-        )
+    shape = net.input_shape
+    if shape is None:
+        fits = X.ndim >= 2
+    else:
+        fits = X.ndim == len(shape) + 1 and compatible(tuple(X.shape[1:]), shape)
+    if not fits:
+        raise PolynnValueError(_wrong_shape(net, tuple(X.shape)))
     if net.mixed:
         xp = net.backend.xp
         X = xp.astype(X, net.compute_dtype)
@@ -35,6 +38,25 @@ def inputs(net: Sequential, X: Any) -> Any:
                 f"type of dtype={net.dtype_name!r}): scale the data."
             )
     return X
+
+
+def _wrong_shape(net: Sequential, got: tuple[int, ...]) -> str:
+    """The message for inputs of shape ``got`` that ``net`` cannot take."""
+    shape = net.input_shape
+    if shape is None:
+        return f"X has shape {got}, but the network takes rows of at least one axis: (rows, ...)."
+    first = next(layer for layer in net.layers if layer.input_shape() is not None)
+    if len(shape) == 1:
+        hint = " (for one feature per row, pass X.reshape(-1, 1))" if len(got) == 1 else ""
+        return (
+            f"X has shape {got}, but the first {type(first).__name__} layer expects "
+            f"{shape[0]} features per row: shape (rows, {shape[0]}){hint}."
+        )
+    dims = ", ".join("length" if n is None else str(n) for n in shape)
+    return (
+        f"X has shape {got}, but the first {type(first).__name__} layer expects rows of shape "
+        f"({dims}): shape (rows, {dims})."
+    )
 
 
 def pairs(net: Sequential, X: Any, y: Any, loss: Loss) -> tuple[Any, Any]:

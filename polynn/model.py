@@ -66,7 +66,7 @@ class Sequential:
         seed: int | None = None,
         matmul_precision: str = "highest",
     ) -> None:
-        dense = check_stack(layers)
+        entry, out = check_stack(layers)
         check_matmul_precision(matmul_precision)
         if seed is not None:
             seed = integer(seed, "seed", 0)
@@ -80,8 +80,11 @@ class Sequential:
         self.mixed = self.dtype_name in POLICIES
         self.seed = seed
         self.matmul_precision = matmul_precision
-        self.in_features = dense[0].in_features
-        self.n_outputs = dense[-1].out_features
+        #: The shape of each row of ``X`` (None: any) and of each output row; ``None`` for
+        #: a size that the data fixes (a sequence's length).
+        self.input_shape, self.output_shape = entry, out
+        self.in_features = None if entry is None else entry[-1]
+        self.n_outputs = None if out is None else out[-1]
         self._rng = HostRNG(seed)
         with self.backend.context():
             for i, layer in enumerate(layers):
@@ -90,8 +93,8 @@ class Sequential:
                 if self.mixed:
                     layer.compute_dtype = self.compute_dtype
                 layer.build(self.backend, self.dtype, self._rng, init)
-        if dense[0] is layers[0]:
-            dense[0].need_input_grad = False
+        if hasattr(layers[0], "need_input_grad"):  # a first Dense or Conv1D
+            layers[0].need_input_grad = False
         self._layers = fuse(layers)  # the layers that run: activations fused into Dense
         self.params: list[Parameter] = [p for layer in layers for p in layer.params]
         #: Non-trainable arrays (running statistics), saved with the model.
@@ -418,15 +421,12 @@ class Sequential:
         print_fn("\n".join(lines))
 
     def _output_shapes(self) -> list[str]:
-        """Each layer's output shape, ``(None, ...)``, found by running one row of zeros."""
-        xp = self.backend.xp
-        shape: tuple[int, ...] = (1, self.in_features)
-        out = []
-        with self.backend.context(self.matmul_precision), self._half_weights():
-            x = xp.zeros(shape, dtype=self.compute_dtype, device=self.backend.device)
-            for layer in self.layers:
-                x = layer.forward(x)
-                out.append(str((None, *x.shape[1:])))
+        """Each layer's output shape, ``(None, ...)`` (None for the rows, and for a length the
+        data fixes), from the shapes the layers know (``Layer.output_shape``)."""
+        shape, out = self.input_shape, []
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            out.append("?" if shape is None else str((None, *shape)))
         return out
 
     # -- weights and files ------------------------------------------------------------------
@@ -444,7 +444,7 @@ class Sequential:
         weights = list(weights)
         if len(weights) != len(self.params):
             raise PolynnValueError(
-                f"set_weights needs {len(self.params)} arrays (W and b of each Dense); "
+                f"set_weights needs {len(self.params)} arrays (as get_weights lists them); "
                 f"got {len(weights)}."
             )
         new = []

@@ -30,7 +30,7 @@ from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
 from polynn.distributed import MPI, agreed, weighted_means
 from polynn.errors import PolynnTypeError, PolynnValueError, TrainingDivergedError
-from polynn.layers import Identity, Layer, Softmax
+from polynn.layers import Identity, Layer, Softmax, nested
 from polynn.losses import BinaryCrossEntropy, CrossEntropy, Loss
 from polynn.metrics import get_metrics
 from polynn.optimizers import Optimizer
@@ -55,6 +55,7 @@ __all__ = [
     "run",
     "score",
     "score_batches",
+    "set_training",
     "spans",
     "split",
     "train",
@@ -136,12 +137,17 @@ class RankBatches:
 
     def __init__(self, batches: ArrayBatches, dist: MPI) -> None:
         self._batches, self._dist = batches, dist
+        #: Where this rank's rows start in each global batch (for Dropout's masks).
+        self.offsets: list[int]
         if dist.sharded:
             everyone = dist.comm.allgather(batches.sizes)
             steps = max(len(sizes) for sizes in everyone)
             self.sizes = [sum(s[i] for s in everyone if i < len(s)) for i in range(steps)]
+            before = everyone[: dist.rank]  # the ranks whose rows come first in each step
+            self.offsets = [sum(s[i] for s in before if i < len(s)) for i in range(steps)]
         else:
             self.sizes = list(batches.sizes)
+            self.offsets = [dist.share(size)[0] for size in self.sizes]
         self.rows = sum(self.sizes)
 
     def __len__(self) -> int:
@@ -168,6 +174,13 @@ def layers_for(layers: list[Layer], loss: Loss | None) -> list[Layer]:
     if isinstance(layers[last], Softmax):
         return layers[:last]
     return layers
+
+
+def set_training(layers: Iterable[Layer], flag: bool) -> None:
+    """Tell ``layers`` whether the passes that follow are training steps (``fit``) or
+    inference (validation, callbacks, ``predict``, ``evaluate``)."""
+    for layer in layers:
+        layer.training = flag
 
 
 def run(layers: Sequence[Layer], x: Any) -> Any:
@@ -268,13 +281,16 @@ def make_distributed_step(
     model: Sequential,
     dist: MPI,
     sizes: Sequence[int],
+    offsets: Sequence[int] = (),
 ) -> Step:
     """The training step of one rank of data-parallel training: forward and backward on this
     rank's rows of a global batch (``sizes``: the global batches' rows, in the order the steps
     take them), with the loss gradient weighted by this rank's share of the rows so that the
     parameter gradients need only be summed over the ranks: one collective, which also says
     whether a rank failed. Every rank then applies the same update. Returns the batch's loss
-    summed over this rank's rows."""
+    summed over this rank's rows. ``offsets``: where this rank's rows start in each global
+    batch, which layers with a ``row_offset`` (Dropout) are told, so that their masks are
+    those of one process."""
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
     value_and_grad, update = loss.value_and_grad, optimizer.updater()
@@ -282,11 +298,16 @@ def make_distributed_step(
     xp, send = backend.xp, dist.transport(backend).allreduce
     zero = xp.asarray(0.0, dtype=model.dtype, device=backend.device)
     totals = itertools.cycle(sizes)
+    starts = itertools.cycle(offsets or [0])
+    shifted = [inner for layer in layers for inner in nested(layer) if hasattr(inner, "row_offset")]
 
     def step(x: Any, y: Any) -> tuple[Any, Any]:
         rows, total, error, value, grads = x.shape[0], next(totals), None, zero, None
+        start = next(starts)
         try:
             out = x
+            for layer in shifted:
+                layer.row_offset = start
             for forward in forwards:
                 out = forward(out)
             if rows:
@@ -298,6 +319,8 @@ def make_distributed_step(
                 value = value * rows
         except Exception as exc:  # the other ranks must hear of it, not wait for this one
             error, out = exc, x
+        for layer in shifted:
+            layer.row_offset = 0
         if grads is None:
             grads = [xp.zeros_like(p.value) for p in params]
         failed = backend.from_numpy([float(error is not None)], model.dtype)
@@ -563,22 +586,32 @@ def train(
     tick = progress.batch_done if progress.per_batch else None
     guarded = len(batches) == 1 and dist is None
     if dist is not None:
-        step = make_distributed_step(layers, loss, optimizer, model, dist, batches.sizes)
+        step = make_distributed_step(
+            layers, loss, optimizer, model, dist, batches.sizes, batches.offsets
+        )
     elif model.mixed:
         step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded)
     else:
         step = make_step(layers, loss, optimizer, guarded=guarded)
     snapshot = Snapshot(model.params, backend)
 
+    # Before each epoch: an epoch-counting schedule, and the callbacks that want to know.
+    starters = [cb for cb in callbacks if type(cb).on_epoch_begin is not Callback.on_epoch_begin]
+    per_epoch = optimizer.schedule is not None and optimizer.schedule.per == "epoch"
+
     def begin(epoch: int) -> None:
         optimizer.start_epoch()
-        for cb in callbacks:
-            cb.on_epoch_begin(epoch, {})
+        if starters:
+            set_training(model.layers, False)  # callbacks infer
+            for cb in starters:
+                cb.on_epoch_begin(epoch, {})
+            set_training(model.layers, True)
 
     if model.loss_scale is not None:  # float16's scale as this fit found it
         scale = (model.loss_scale.scale, model.loss_scale.clean_steps)
     logs: dict[str, float] = {}
     epoch, source = -1, "training"  # the last epoch that ended finite; what diverged
+    set_training(model.layers, True)
     try:
         for epoch, logs in enumerate(
             epochs_of(
@@ -591,9 +624,10 @@ def train(
                 tick,
                 model.loss_scale,
                 dist,
-                begin,
+                begin if starters or per_epoch else None,
             )
         ):
+            set_training(model.layers, False)  # validation and callbacks infer
             if validation is not None:
                 with model._half_weights():
                     scores = score(layers, *validation, loss, metrics, None, backend, dist)
@@ -620,6 +654,7 @@ def train(
                         cb.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
+            set_training(model.layers, True)
         if epochs and not snapshot.finite():
             source = "weights"
             raise TrainingDivergedError(
@@ -645,6 +680,7 @@ def train(
             "afresh."
         ) from None
     finally:
+        set_training(model.layers, False)
         progress.close()
     for cb in callbacks:
         cb.on_train_end(logs)

@@ -14,6 +14,7 @@ FIT = {
                     shuffle=False, metrics=["accuracy"], verbose=0),
 }  # fmt: skip
 FIT["bad-data"] = FIT["failing-step"] = FIT["unseeded"] = FIT["replicated"]
+FIT["replicated-dropout"], FIT["sharded-dropout"] = FIT["replicated"], FIT["sharded"]
 
 
 def data():
@@ -23,11 +24,14 @@ def data():
     return X, y, rng.normal(size=(9, 4)), rng.integers(0, 3, size=9)
 
 
-def network(backend):
-    net = pn.Sequential(
-        pn.Dense(4, 6), pn.Tanh(), pn.Dense(6, 3), backend=backend, dtype="float64", seed=3
-    )
-    return net
+def network(backend, mode=""):
+    """The network of ``mode``: with a Dropout (nested in a Residual too) for "-dropout"."""
+    if mode.endswith("dropout"):
+        layers = (pn.Dense(4, 6), pn.Tanh(), pn.Dropout(0.4),
+                  pn.Residual(pn.Dense(6, 6), pn.Dropout(0.3)), pn.Dense(6, 3))  # fmt: skip
+    else:
+        layers = (pn.Dense(4, 6), pn.Tanh(), pn.Dense(6, 3))
+    return pn.Sequential(*layers, backend=backend, dtype="float64", seed=3)
 
 
 def fit_arguments(mode):

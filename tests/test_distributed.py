@@ -44,8 +44,8 @@ def launch(ranks, backend, mode, out):
 
 def single_process(backend, mode):
     X, y, Xv, yv = data()
-    net = network(backend)
-    if mode == "sharded":  # the rows of each step, in the order the ranks hold them
+    net = network(backend, mode)
+    if mode.startswith("sharded"):  # the rows of each step, in the order the ranks hold them
         X, y = interleaved(X, 2, 3), interleaved(y, 2, 3)
     hist = net.fit(X, y, validation_data=(Xv, yv), **fit_arguments(mode))
     return net, hist.history
@@ -61,11 +61,15 @@ def interleaved(a, ranks, local):
     return np.concatenate([s[k * local : (k + 1) * local] for k in range(steps) for s in shards])
 
 
-@pytest.mark.parametrize("ranks, mode", [(2, "replicated"), (3, "replicated"), (3, "unseeded")])
+@pytest.mark.parametrize(
+    "ranks, mode",
+    [(2, "replicated"), (3, "replicated"), (3, "unseeded"), (3, "replicated-dropout")],
+)
 def test_ranks_train_as_one_process_on_the_same_global_batches(backend, tmp_path, ranks, mode):
-    """ "unseeded": the ranks' own shuffles differ; rank 0's batch order is everyone's."""
+    """ "unseeded": the ranks' own shuffles differ; rank 0's batch order is everyone's.
+    "-dropout": each rank draws the Dropout masks of its rows of the global batch."""
     reports = launch(ranks, backend, mode, tmp_path)
-    net, history = single_process(backend, "replicated")
+    net, history = single_process(backend, "replicated" if mode == "unseeded" else mode)
     for rank, report in enumerate(reports):
         assert "error" not in report, report
         for key, values in history.items():
@@ -79,9 +83,10 @@ def test_ranks_train_as_one_process_on_the_same_global_batches(backend, tmp_path
         assert report["evaluate"] == pytest.approx(want, rel=1e-12)
 
 
-def test_sharded_ranks_train_as_one_process_on_their_combined_steps(backend, tmp_path):
-    reports = launch(2, backend, "sharded", tmp_path)
-    net, history = single_process(backend, "sharded")
+@pytest.mark.parametrize("mode", ["sharded", "sharded-dropout"])
+def test_sharded_ranks_train_as_one_process_on_their_combined_steps(backend, tmp_path, mode):
+    reports = launch(2, backend, mode, tmp_path)
+    net, history = single_process(backend, mode)
     for rank, report in enumerate(reports):
         assert "error" not in report, report
         np.testing.assert_allclose(report["history"]["loss"], history["loss"], rtol=1e-12)

@@ -83,7 +83,8 @@ def reference(kind, lr, clipnorm=None, clipvalue=None, **h):
             elif kind == "sgd":
                 m = h.get("momentum", 0.0)
                 s["v"] = g if "v" not in s else m * s["v"] + g
-                params[i] = p - lr * (s["v"] if m else g)
+                step = (g + m * s["v"] if h.get("nesterov") else s["v"]) if m else g
+                params[i] = p - lr * step
     return params
 
 
@@ -97,6 +98,8 @@ CASES = {
     "adagrad": ("adagrad", pn.Adagrad, {"lr": 0.1, "initial_accumulator": 0.5}),
     "adamw": ("adamw", pn.AdamW, {"lr": 0.01}),
     "adamw-clipnorm": ("adamw", pn.AdamW, {"lr": 0.01, "weight_decay": 0.1, "clipnorm": 1.5}),
+    "adam": ("adamw", pn.Adam, {"lr": 0.01, "weight_decay": 0.0}),
+    "sgd-nesterov": ("sgd", pn.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
     "sgd-clipnorm": ("sgd", pn.SGD, {"lr": 0.1, "momentum": 0.9, "clipnorm": 1.0}),
     "sgd-clipvalue": ("sgd", pn.SGD, {"lr": 0.1, "clipvalue": 0.5}),
     "rmsprop-both-clips": ("rmsprop", pn.RMSprop, {"lr": 0.01, "clipvalue": 1.0, "clipnorm": 2.0}),
@@ -126,7 +129,8 @@ def torch_run(kind, lr, clipnorm=None, clipvalue=None, **h):
     elif kind == "adamw":
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=h.get("weight_decay", 0.01))
     else:
-        opt = torch.optim.SGD(params, lr=lr, momentum=h.get("momentum", 0.0))
+        opt = torch.optim.SGD(params, lr=lr, momentum=h.get("momentum", 0.0),
+                              nesterov=h.get("nesterov", False))  # fmt: skip
     for grads in gradients():
         for p, g in zip(params, grads):
             p.grad = torch.tensor(g, dtype=torch.float64)

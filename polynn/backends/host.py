@@ -91,6 +91,10 @@ class HostRNG:
     def permutation(self, n: int) -> np.ndarray:
         return self._rng.permutation(n)
 
+    def key32(self) -> int:
+        """A random 32-bit key, as a Python int (a dropout layer's stream of masks)."""
+        return int(self._rng.integers(0, 2**32, dtype=np.uint64))
+
     @property
     def state(self) -> dict:
         """The generator's position (a dict of plain values), to copy it elsewhere."""

@@ -24,11 +24,12 @@ if backend == "jax":
     import jax
 
     jax.config.update("jax_enable_x64", True)
-dist = pn.distributed.MPI(sharded=mode == "sharded")
+sharded = mode.startswith("sharded")
+dist = pn.distributed.MPI(sharded=sharded)
 X, y, Xv, yv = setup.data()
-net = setup.network(backend)
+net = setup.network(backend, mode)
 kwargs = setup.fit_arguments(mode)
-if mode == "sharded":
+if sharded:
     start, stop = dist.share(len(X))
     X, y = X[start:stop], y[start:stop]
 if mode == "unseeded" and dist.rank > 0:  # as if built without a seed: rank 0's order rules

@@ -1,7 +1,9 @@
-"""Layers: each one's forward stores what its backward needs; backward returns the input
-gradient and fills the gradients of its parameters. No autograd tape.
+"""The core of the layers: ``Parameter``, the ``Layer`` base class, ``Dense``, the
+activations computed by the kernel seam, ``Softmax``, and the checks of a stack of layers.
 
-All arithmetic goes through ``self.xp``, the array API namespace of the model's backend.
+Each layer's forward stores what its backward needs; backward returns the input gradient and
+fills the gradients of its parameters. No autograd tape. All arithmetic goes through
+``self.xp``, the array API namespace of the model's backend.
 """
 
 from __future__ import annotations
@@ -26,9 +28,31 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "Shape",
     "check_stack",
+    "compatible",
+    "describe",
     "fuse",
+    "nested",
+    "stack_shapes",
 ]
+
+#: The shape of one row (the batch dimension left out); ``None`` for a size not known
+#: before the data arrives (the length of a sequence).
+Shape = tuple[int | None, ...]
+
+
+def compatible(a: Shape, b: Shape) -> bool:
+    """Whether per-row shapes ``a`` and ``b`` can be the same (``None`` matches any size)."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def describe(shape: Shape) -> str:
+    """``shape`` for a message: ``3`` for one axis, ``(length, 25)`` for more."""
+    if len(shape) == 1 and shape[0] is not None:
+        return str(shape[0])
+    inner = ", ".join("length" if n is None else str(n) for n in shape)
+    return f"rows of shape ({inner}{',' if len(shape) == 1 else ''})"
 
 
 class Parameter:
@@ -46,12 +70,21 @@ class Parameter:
 
 
 class Layer:
-    """Base class. Subclasses implement ``forward`` and ``backward``."""
+    """Base class. Subclasses implement ``forward`` and ``backward``.
+
+    ``training`` is True while ``fit`` runs a training step (the model sets it; ``predict``,
+    ``evaluate``, ``forward`` and validation run with False). ``params`` are the trainable
+    arrays (in ``get_weights``), ``buffers`` the non-trainable ones saved with the model (a
+    ``BatchNorm``'s running statistics: no optimizer sees them), and ``get_state`` small
+    JSON-able state (a ``Dropout``'s step counter).
+    """
 
     params: tuple[Parameter, ...] = ()
     #: Arrays the layer keeps that training does not optimise (running statistics, say):
     #: saved with the model, not part of ``get_weights``, never seen by an optimizer.
     buffers: tuple[Parameter, ...] = ()
+    #: True during the training steps of ``fit`` (the model sets it), else False.
+    training: bool = False
     #: The weight initialisation a preceding ``Dense`` uses by default.
     init: ClassVar[str] = "glorot_uniform"
     #: Set once a model has built the layer: a layer belongs to one model.
@@ -87,6 +120,18 @@ class Layer:
     def buffer_shapes(self) -> list[tuple[int, ...]]:
         """The shapes of the ``buffers`` ``build`` creates (known before building it)."""
         return []
+
+    def input_shape(self) -> Shape | None:
+        """The shape of the rows this layer takes when it comes first in a model, or None
+        for a layer that takes any shape (an activation)."""
+        return None
+
+    def output_shape(self, shape: Shape | None) -> Shape | None:
+        """The shape of this layer's output rows for input rows of ``shape`` (None: not
+        known yet); raises ``PolynnValueError`` for a shape it cannot take. The default keeps
+        the shape: a layer of your own that changes it overrides this (and ``input_shape``),
+        or the model's checks of the sizes around it go wrong."""
+        return shape
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, for saving."""
@@ -151,6 +196,18 @@ class Dense(Layer):
 
     def param_shapes(self) -> list[tuple[int, ...]]:
         return [(self.in_features, self.out_features), (self.out_features,)]
+
+    def input_shape(self) -> Shape:
+        return (self.in_features,)
+
+    def output_shape(self, shape: Shape | None) -> Shape:
+        if shape is not None and not compatible(shape, (self.in_features,)):
+            hint = ": put a Flatten() before it" if len(shape) > 1 else ""
+            raise PolynnValueError(
+                f"{self!r} expects {self.in_features} inputs, but the layer before it gives "
+                f"{describe(shape)}{hint}."
+            )
+        return (self.out_features,)
 
     def fuse(self, activation: Activation) -> None:
         """Apply ``activation`` (built on the same backend) to this layer's output from now
@@ -288,9 +345,25 @@ def fuse(layers: Sequence[Layer]) -> list[Layer]:
     return run
 
 
-def check_stack(layers: tuple[Layer, ...]) -> list[Dense]:
-    """Check that ``layers`` can form one model (new layer objects, Dense sizes that chain);
-    return its Dense layers."""
+def stack_shapes(layers: Sequence[Layer]) -> tuple[Shape | None, Shape | None]:
+    """The row shapes a stack of layers takes and gives (None where no layer fixes them):
+    the input shape is that of the first layer that names one, when only layers that keep
+    any shape (activations, Dropout) come before it."""
+    entry: Shape | None = None
+    shape: Shape | None = None
+    for i, layer in enumerate(layers):
+        if shape is None:
+            entry = shape = layer.input_shape()
+        try:
+            shape = layer.output_shape(shape)
+        except PolynnValueError as exc:
+            raise PolynnValueError(f"layer {i}: {exc}") from None
+    return entry, shape
+
+
+def check_stack(layers: tuple[Layer, ...]) -> tuple[Shape | None, Shape | None]:
+    """Check that ``layers`` can form one model (new layer objects whose shapes chain);
+    return the row shapes it takes and gives (``stack_shapes``)."""
     if not layers:
         raise PolynnValueError("Sequential needs at least one layer; got none.")
     for i, layer in enumerate(layers):
@@ -299,25 +372,27 @@ def check_stack(layers: tuple[Layer, ...]) -> list[Dense]:
                 f"layer {i} must be a polynn layer such as pn.Dense(2, 8); "
                 f"got {type(layer).__name__}."
             )
-    dense = [layer for layer in layers if isinstance(layer, Dense)]
-    if not dense:
-        raise PolynnValueError("Sequential needs at least one Dense layer to know its sizes.")
-    for a, b in zip(dense, dense[1:]):
-        if a.out_features != b.in_features:
-            raise PolynnValueError(
-                f"{b!r} expects {b.in_features} inputs, but the Dense before it gives "
-                f"{a.out_features} ({a!r})."
-            )
-    if len({id(layer) for layer in layers}) != len(layers):
+    entry, out = stack_shapes(layers)
+    if entry is None and out is None:
+        raise PolynnValueError(
+            "Sequential needs at least one Dense layer (or another layer that fixes the sizes, "
+            "such as Conv1D or Reshape) to know its sizes; got only layers of any size."
+        )
+    every = [inner for layer in layers for inner in nested(layer)]
+    if len({id(layer) for layer in every}) != len(every):
         raise PolynnValueError("the same layer object appears twice; create one per position.")
-    if any(layer.built for layer in layers):
+    if any(layer.built for layer in every):
         raise PolynnValueError(
             "a layer already belongs to another Sequential; create new layer objects "
             "(or copy the model with net.to(...) or pickle)."
         )
-    return dense
+    return entry, out
 
 
-LAYERS: dict[str, type[Layer]] = {
-    cls.__name__: cls for cls in (Dense, Identity, Sigmoid, Tanh, ReLU, LeakyReLU, Softmax)
-}
+def nested(layer: Layer) -> list[Layer]:
+    """``layer`` and every layer inside it (a ``Residual``'s stack), depth first."""
+    inner = getattr(layer, "layers", None)
+    if not isinstance(inner, (list, tuple)):
+        return [layer]
+    children = [child for child in inner if isinstance(child, Layer)]
+    return [layer, *(deep for child in children for deep in nested(child))]

@@ -1,0 +1,141 @@
+"""``Residual``: a skip connection around a stack of layers, ``y = x + f(x)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polynn.backends import Backend
+from polynn.backends.host import HostRNG
+from polynn.errors import PolynnTypeError, PolynnValueError
+from polynn.layers.core import Layer, Shape, compatible, describe, fuse, stack_shapes
+
+__all__ = ["Residual"]
+
+
+class Residual(Layer):
+    """``y = x + f(x)``, where ``f`` is the stack ``layers`` (applied in turn, as in a
+    ``Sequential``), whose output must have the shape of its input: checked when it is
+    constructed and again when the model is, with an error naming both shapes.
+
+    Its parameters are those of its layers, in order (``get_weights`` lists them in place);
+    ``training`` is passed down to them. An activation right after a ``Dense`` inside it
+    runs fused into it, as in a model.
+    """
+
+    def __init__(self, *layers: Layer) -> None:
+        if not layers:
+            raise PolynnValueError("Residual needs at least one layer; got none.")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise PolynnTypeError(
+                    f"Residual's layer {i} must be a polynn layer such as pn.Dense(8, 8); got "
+                    f"{type(layer).__name__}."
+                )
+        self.layers = list(layers)
+        entry, out = stack_shapes(self.layers)
+        if entry is not None and out is not None and not compatible(entry, out):
+            raise PolynnValueError(
+                f"Residual adds its input to its layers' output, so they must give the shape "
+                f"they take; these take {describe(entry)} and give {describe(out)}."
+            )
+        self._training = False
+
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        return self._training
+
+    @training.setter
+    def training(self, flag: bool) -> None:
+        self._training = flag
+        for layer in self.layers:
+            layer.training = flag
+
+    def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
+        super().build(backend, dtype, rng, init)
+        for i, layer in enumerate(self.layers):
+            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            if layer.compute_dtype is None:
+                layer.compute_dtype = self.compute_dtype
+            layer.build(backend, dtype, rng, following.init if following else init)
+        self._run = fuse(self.layers)
+        self.params = tuple(p for layer in self.layers for p in layer.params)
+        self.buffers = tuple(b for layer in self.layers for b in layer.buffers)
+
+    def param_shapes(self) -> list[tuple[int, ...]]:
+        return [shape for layer in self.layers for shape in layer.param_shapes()]
+
+    def buffer_shapes(self) -> list[tuple[int, ...]]:
+        return [shape for layer in self.layers for shape in layer.buffer_shapes()]
+
+    def input_shape(self) -> Shape | None:
+        return stack_shapes(self.layers)[0]
+
+    def output_shape(self, shape: Shape | None) -> Shape | None:
+        if shape is None:
+            return stack_shapes(self.layers)[1]
+        out = shape
+        for i, layer in enumerate(self.layers):
+            try:
+                out = layer.output_shape(out)
+            except PolynnValueError as exc:
+                raise PolynnValueError(f"inside {type(self).__name__}, layer {i}: {exc}") from None
+        if out is None or not compatible(out, shape):
+            gives = "rows of unknown shape" if out is None else describe(out)
+            raise PolynnValueError(
+                f"Residual adds its input to its layers' output, but they take "
+                f"{describe(shape)} and give {gives}."
+            )
+        return shape
+
+    def forward(self, x: Any) -> Any:
+        y = x
+        for layer in self._run:
+            y = layer.forward(y)
+        return x + y
+
+    def backward(self, grad: Any) -> Any:
+        # The layers' backward passes may write into the gradient they are given.
+        inner = self.xp.asarray(grad, copy=True)
+        for layer in reversed(self._run):
+            inner = layer.backward(inner)
+        return grad + inner
+
+    def get_config(self) -> dict[str, Any]:
+        """``{"layers": [...]}``: each layer as a file names it (``polynn.registry``)."""
+        from polynn.registry import encode  # the registry imports the layers
+
+        return {
+            "layers": [
+                encode(layer, f"layer {i} of {type(self).__name__}")
+                for i, layer in enumerate(self.layers)
+            ]
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Residual:
+        """The block a file's config describes; its layers' names are looked up as a model's
+        are (polynn's own classes, registered ones, ``custom_objects``)."""
+        from polynn.registry import build
+
+        specs = config.get("layers")
+        if set(config) != {"layers"} or not isinstance(specs, list):
+            raise PolynnValueError(
+                f"a Residual's config is {{'layers': [...]}}; got keys {sorted(config)}."
+            )
+        return cls(*(build("layer", spec, custom_objects) for spec in specs))
+
+    def get_state(self) -> dict[str, Any]:
+        states = [layer.get_state() for layer in self.layers]
+        return {"layers": states} if any(states) else {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        states = state.get("layers", [])
+        if set(state) - {"layers"} or len(states) not in (0, len(self.layers)):
+            raise PolynnValueError(
+                f"Residual state holds one entry per layer ({len(self.layers)}); got {state!r}."
+            )
+        for layer, inner in zip(self.layers, states):
+            layer.set_state(inner)
+
+    def __repr__(self) -> str:
+        return f"Residual({', '.join(repr(layer) for layer in self.layers)})"
