@@ -101,7 +101,7 @@ def tests_jax(session: nox.Session) -> None:
 
 @nox.session(name="tests-sklearn")
 def tests_sklearn(session: nox.Session) -> None:
-    """scikit-learn's own MLP tests against polynn.sklearn on array-api-strict (about 40 s;
+    """scikit-learn's own MLP tests against polynn.sklearn on array-api-strict (20-35 s;
     the default run has them on NumPy)."""
     session.install("-e", ".[test,sklearn]")
     session.run(

@@ -6,10 +6,11 @@ The test file is read from the installed scikit-learn at test time
 temporary directory in a subprocess, with scikit-learn's ``global_random_seed`` fixture
 supplied as 42. The estimators take their backend from ``POLYNN_BACKEND``.
 
-On NumPy this takes about 16 s and runs in the default test run. On other backends it takes
-longer (array-api-strict about 35 s, PyTorch on the CPU 50 s, JAX 3 minutes), so there it
-runs only when ``POLYNN_SKLEARN_SUITE=1``, as the ``tests-sklearn`` nox session sets (on
-array-api-strict). On JAX the subprocess switches on 64-bit mode, as polynn's own tests do.
+On NumPy this takes 15-16 s and runs in the default test run. On other backends it takes
+longer (measured on a shared 2-core machine: array-api-strict 21-35 s, PyTorch on the CPU
+24-50 s, JAX 3 minutes), so there it runs only when ``POLYNN_SKLEARN_SUITE=1``, as the
+``tests-sklearn`` nox session sets (on array-api-strict). On JAX the subprocess switches on
+64-bit mode, as polynn's own tests do.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def test_scikit_learns_mlp_tests_pass(backend, tmp_path):
         pytest.skip(f"this scikit-learn installation has no test files ({SOURCE} is missing)")
     if backend.name != "numpy" and os.environ.get("POLYNN_SKLEARN_SUITE") != "1":
         pytest.skip(
-            "scikit-learn's MLP tests take 35 s to 3 minutes off NumPy: set "
+            "scikit-learn's MLP tests take 20 s to 3 minutes off NumPy: set "
             "POLYNN_SKLEARN_SUITE=1 (the tests-sklearn nox session does)"
         )
     outcomes = run_suite(tmp_path, backend.name)
