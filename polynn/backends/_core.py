@@ -201,7 +201,8 @@ class Backend:
         if dtype is not None:
             target = self.dtype(dtype)
             if x.dtype != target:
-                x = xp.astype(x, target)
+                with self.context():  # NumPy's: no overflow warning, the error below says it
+                    x = xp.astype(x, target)
                 if not bool(xp.all(xp.isfinite(x))):
                     raise PolynnValueError(
                         f"{name} holds values beyond {dtype_name(target)}'s range: scale the "
