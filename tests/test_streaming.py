@@ -151,11 +151,11 @@ def big_file(tmp_path_factory):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the cap is Linux's RLIMIT_DATA")
 def test_a_data_set_larger_than_the_memory_cap_streams_through(backend, big_file):
-    """In a subprocess capped at what it holds after a first fit plus 64 MB (the file is
+    """In a subprocess capped at what it holds after a first fit plus 96 MB (the file is
     136 MB): reading the file into memory fails there, streaming it trains."""
     path, rows, features = big_file
     script = Path(__file__).resolve().parent / "streaming" / "capped.py"
-    args = [str(path), str(rows), str(features), backend.name, "64"]
+    args = [str(path), str(rows), str(features), backend.name, "96"]
     done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
