@@ -1,29 +1,82 @@
 """ONNX export: a model's inference graph, to run outside Python (onnxruntime, ONNX-capable
 servers and devices). Needs the ``onnx`` package: ``pip install "polynn[onnx]"``.
 
-Each layer becomes standard ONNX operators (opset 17): ``Dense`` a ``MatMul`` and an ``Add``
-with its weights as initializers, the activations their namesakes (``Sigmoid``, ``Tanh``,
-``Relu``, ``LeakyRelu``, ``Softmax`` over the last axis, ``Identity``). The graph takes ``X`` of
-shape (rows, features) and gives ``Y``, in the parameters' dtype (float32 for a
-mixed-precision model: its float32 master weights are exported).
+The graph computes what ``predict`` does, with standard ONNX operators (opset 17). Each of
+polynn's layers becomes:
+
+- ``Dense``: ``MatMul`` and ``Add``, its ``W`` and ``b`` as initializers;
+- ``Sigmoid``, ``Tanh``, ``ReLU``, ``LeakyReLU``, ``Identity``, ``ELU``, ``Softplus``: their
+  ONNX namesakes (``Relu``, ``LeakyRelu``, ``Elu`` with the layer's slope or alpha);
+  ``Softmax``: ``Softmax`` over axis 1, as ``predict`` computes it;
+- ``GELU`` (its tanh approximation; ONNX's ``Gelu`` needs opset 20): ``Clip`` to [-20, 20],
+  ``Mul``, ``Add`` and ``Tanh``, in the order ``polynn.layers.activations`` computes it;
+  ``SiLU``: ``x * Sigmoid(x)``;
+- ``Dropout``: ``Identity`` (it drops nothing at inference);
+- ``BatchNorm``: ``(x - running_mean) * inv_std * gamma + beta`` over the last axis (``Sub``,
+  ``Mul``, ``Mul``, ``Add``), the running statistics of the model (``net.buffers``), with
+  ``inv_std = 1 / sqrt(running_var + eps)`` computed when exporting;
+- ``LayerNorm``: ``LayerNormalization`` over the last axis, with ``gamma`` and ``beta``;
+- ``Residual``: its layers' graph, then ``Add`` of its input (nested blocks alike);
+- ``Reshape``: ``Reshape`` to ``[0, *shape]`` (0 keeps the batch axis); ``Flatten``:
+  ``Flatten`` from axis 1;
+- ``Conv1D`` and ``MaxPool1D``: ``Conv`` (``W`` transposed to (out, in, kernel_size)) and
+  ``MaxPool``, with their stride and padding, between two ``Transpose`` nodes, because ONNX
+  puts the channels before the length and polynn after it;
+- ``GlobalAveragePool1D``: ``ReduceMean`` over axis 1 (the length).
+
+ONNX keeps float attributes in float32, which is exact for a float32 graph only: in a float64
+graph ``LeakyReLU`` (``Max(x, slope * x)``), ``ELU`` (``Where``, ``Exp``) and ``LayerNorm``
+(``ReduceMean``, ``Sqrt``, ...) are written out with float64 constants instead.
+
+A layer class of the user's own (or a subclass of polynn's) has no ONNX form and is refused
+with an error naming it. The graph takes ``X`` of shape (rows, *net.input_shape) and gives
+``Y`` of shape (rows, *net.output_shape), sizes that the data fixes (a sequence's length)
+left symbolic, in the parameters' dtype (float32 for a mixed-precision model: its float32
+master weights are exported).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from polynn.backends.host import write_bytes
 from polynn.errors import PolynnFileError, PolynnValueError
-from polynn.layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from polynn.layers import (
+    ELU,
+    GELU,
+    BatchNorm,
+    Conv1D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAveragePool1D,
+    Identity,
+    Layer,
+    LayerNorm,
+    LeakyReLU,
+    MaxPool1D,
+    Parameter,
+    ReLU,
+    Reshape,
+    Residual,
+    Shape,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 
 if TYPE_CHECKING:
     from polynn.model import Sequential
 
-__all__ = ["OPSET", "export_onnx"]
+__all__ = ["BUILDERS", "OPSET", "export_onnx"]
 
 OPSET = 17
-_UNARY = {Sigmoid: "Sigmoid", Tanh: "Tanh", ReLU: "Relu", Identity: "Identity"}
+#: ONNX's element type for each parameter dtype.
+_ELEMENT = {"float32": "FLOAT", "float64": "DOUBLE"}
 
 
 def _onnx() -> Any:
@@ -36,50 +89,212 @@ def _onnx() -> Any:
     return onnx
 
 
+class Graph:
+    """The nodes and initializers of a graph being built; every value gets a fresh name."""
+
+    def __init__(self, onnx: Any, net: Sequential) -> None:
+        self.onnx, self.helper = onnx, onnx.helper
+        self.to_numpy = net.backend.to_numpy
+        dtype = "float32" if net.mixed else net.dtype_name
+        self.elem = getattr(onnx.TensorProto, _ELEMENT[dtype])
+        #: ONNX keeps float attributes in float32: exact for a float32 graph only, so in a
+        #: float64 one the layers whose operator has one are written with float64 constants.
+        self.float32 = dtype == "float32"
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        #: Where the layer being exported sits, for error messages ("layer 3").
+        self.where = ""
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def op(self, op_type: str, *inputs: str, **attributes: Any) -> str:
+        """Add a node of ``op_type``; return the name of its output."""
+        out = self.name(op_type)
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], **attributes))
+        return out
+
+    def array(self, value: Any, hint: str) -> str:
+        """A backend array (a parameter, a buffer) as an initializer."""
+        name = self.name(hint)
+        self.initializers.append(self.onnx.numpy_helper.from_array(self.to_numpy(value), name))
+        return name
+
+    def param(self, p: Parameter) -> str:
+        return self.array(p.value, p.name)
+
+    def scalar(self, value: float) -> str:
+        """A 0-d constant in the graph's float type."""
+        name = self.name("c")
+        self.initializers.append(self.helper.make_tensor(name, self.elem, [], [value]))
+        return name
+
+    def ints(self, values: Sequence[int]) -> str:
+        """A 1-d int64 constant (a shape)."""
+        name = self.name("shape")
+        tensor = self.helper.make_tensor(name, self.onnx.TensorProto.INT64, [len(values)], values)
+        self.initializers.append(tensor)
+        return name
+
+    def stack(self, layers: Sequence[Layer], x: str, outer: str = "") -> str:
+        """The layers applied in turn to the value ``x``; the name of the result."""
+        for i, layer in enumerate(layers):
+            self.where = f"layer {i}" + (f" of the Residual at {outer}" if outer else "")
+            build = BUILDERS.get(type(layer))
+            if build is None:
+                known = ", ".join(cls.__name__ for cls in BUILDERS)
+                raise PolynnValueError(
+                    f"{self.where} ({layer!r}) has no ONNX form: {type(layer).__name__} is not "
+                    f"one of polynn's layers, and export_onnx knows only those ({known})."
+                )
+            x = build(self, layer, x)
+        return x
+
+
+# -- one builder per layer class: (graph, layer, input name) -> output name -----------------
+def _dense(g: Graph, layer: Dense, x: str) -> str:
+    return g.op("Add", g.op("MatMul", x, g.param(layer.W)), g.param(layer.b))
+
+
+def _unary(op_type: str) -> Callable[[Graph, Layer, str], str]:
+    return lambda g, layer, x: g.op(op_type, x)
+
+
+def _leaky_relu(g: Graph, layer: LeakyReLU, x: str) -> str:
+    if g.float32:
+        return g.op("LeakyRelu", x, alpha=layer.negative_slope)
+    return g.op("Max", x, g.op("Mul", x, g.scalar(layer.negative_slope)))  # slope <= 1
+
+
+def _softmax(g: Graph, layer: Softmax, x: str) -> str:
+    return g.op("Softmax", x, axis=1)
+
+
+def _elu(g: Graph, layer: ELU, x: str) -> str:
+    if g.float32:
+        return g.op("Elu", x, alpha=layer.alpha)
+    negative = g.op("Sub", g.op("Exp", g.op("Min", x, g.scalar(0.0))), g.scalar(1.0))
+    positive = g.op("Greater", x, g.scalar(0.0))
+    return g.op("Where", positive, x, g.op("Mul", g.scalar(layer.alpha), negative))
+
+
+def _gelu(g: Graph, layer: GELU, x: str) -> str:
+    """``x / 2 * (1 + tanh(K * (xc + C * xc^3)))``, ``xc`` = ``x`` clipped to [-20, 20]."""
+    xc = g.op("Clip", x, g.scalar(-20.0), g.scalar(20.0))
+    cube = g.op("Mul", g.op("Mul", g.op("Mul", g.scalar(GELU.C), xc), xc), xc)
+    t = g.op("Tanh", g.op("Mul", g.scalar(GELU.K), g.op("Add", xc, cube)))
+    return g.op("Mul", g.op("Mul", g.scalar(0.5), x), g.op("Add", g.scalar(1.0), t))
+
+
+def _silu(g: Graph, layer: SiLU, x: str) -> str:
+    return g.op("Mul", x, g.op("Sigmoid", x))
+
+
+def _batch_norm(g: Graph, layer: BatchNorm, x: str) -> str:
+    """The inference form: the running statistics, as ``BatchNorm.forward`` uses them."""
+    inv_std = 1.0 / layer.xp.sqrt(layer.running_var.value + layer.eps)
+    centred = g.op("Sub", x, g.param(layer.running_mean))
+    xhat = g.op("Mul", centred, g.array(inv_std, "inv_std"))
+    return g.op("Add", g.op("Mul", xhat, g.param(layer.gamma)), g.param(layer.beta))
+
+
+def _layer_norm(g: Graph, layer: LayerNorm, x: str) -> str:
+    gamma, beta = g.param(layer.gamma), g.param(layer.beta)
+    if g.float32:
+        return g.op("LayerNormalization", x, gamma, beta, axis=-1, epsilon=layer.eps)
+    centred = g.op("Sub", x, g.op("ReduceMean", x, axes=[-1]))
+    var = g.op("ReduceMean", g.op("Mul", centred, centred), axes=[-1])
+    inv_std = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.scalar(layer.eps))))
+    return g.op("Add", g.op("Mul", g.op("Mul", centred, inv_std), gamma), beta)
+
+
+def _residual(g: Graph, layer: Residual, x: str) -> str:
+    return g.op("Add", x, g.stack(layer.layers, x, outer=g.where))
+
+
+def _reshape(g: Graph, layer: Reshape, x: str) -> str:
+    return g.op("Reshape", x, g.ints([0, *layer.shape]))
+
+
+def _flatten(g: Graph, layer: Flatten, x: str) -> str:
+    return g.op("Flatten", x, axis=1)
+
+
+def _length_first(g: Graph, x: str, op_type: str, *inputs: str, **attributes: Any) -> str:
+    """``op_type`` (which takes (rows, channels, length)) on ``x`` of shape (rows, length,
+    channels), transposed there and back."""
+    y = g.op(op_type, g.op("Transpose", x, perm=[0, 2, 1]), *inputs, **attributes)
+    return g.op("Transpose", y, perm=[0, 2, 1])
+
+
+def _conv1d(g: Graph, layer: Conv1D, x: str) -> str:
+    W = g.array(layer.xp.permute_dims(layer.W.value, (2, 1, 0)), "W")  # (out, in, kernel)
+    return _length_first(
+        g, x, "Conv", W, g.param(layer.b),
+        kernel_shape=[layer.kernel_size], strides=[layer.stride], pads=[layer.padding] * 2,
+    )  # fmt: skip
+
+
+def _max_pool1d(g: Graph, layer: MaxPool1D, x: str) -> str:
+    return _length_first(g, x, "MaxPool", kernel_shape=[layer.pool_size], strides=[layer.stride])
+
+
+def _global_average_pool1d(g: Graph, layer: GlobalAveragePool1D, x: str) -> str:
+    return g.op("ReduceMean", x, axes=[1], keepdims=0)
+
+
+#: The ONNX form of each of polynn's layer classes (exactly these classes: a subclass may
+#: compute something else).
+BUILDERS: dict[type[Layer], Callable[[Graph, Any, str], str]] = {
+    Dense: _dense,
+    Sigmoid: _unary("Sigmoid"),
+    Tanh: _unary("Tanh"),
+    ReLU: _unary("Relu"),
+    LeakyReLU: _leaky_relu,
+    Softmax: _softmax,
+    Identity: _unary("Identity"),
+    GELU: _gelu,
+    SiLU: _silu,
+    ELU: _elu,
+    Softplus: _unary("Softplus"),
+    Dropout: _unary("Identity"),
+    BatchNorm: _batch_norm,
+    LayerNorm: _layer_norm,
+    Residual: _residual,
+    Reshape: _reshape,
+    Flatten: _flatten,
+    Conv1D: _conv1d,
+    MaxPool1D: _max_pool1d,
+    GlobalAveragePool1D: _global_average_pool1d,
+}
+
+
+def _value(g: Graph, name: str, shape: Shape | None) -> Any:
+    """The graph's input or output ``name``: (rows, *shape), a size of None left symbolic."""
+    dims = None
+    if shape is not None:
+        dims = ["rows", *(f"{name}_axis{i + 1}" if n is None else n for i, n in enumerate(shape))]
+    return g.helper.make_tensor_value_info(name, g.elem, dims)
+
+
 def export_onnx(net: Sequential, path: str | os.PathLike) -> None:
     """Write ``net``'s inference graph to ``path`` (atomically, as ``save`` writes)."""
     onnx = _onnx()
-    arrays = net.get_weights()
-    helper, weights, elem = onnx.helper, iter(arrays), None
-    if arrays:
-        elem = onnx.helper.np_dtype_to_tensor_dtype(arrays[0].dtype)
-    nodes, initializers, current = [], [], "X"
-    for i, layer in enumerate(net.layers):
-        out = "Y" if i == len(net.layers) - 1 else f"h{i}"
-        kind = type(layer)
-        if kind is Dense:
-            W, b = next(weights), next(weights)
-            initializers += [
-                onnx.numpy_helper.from_array(W, f"W{i}"),
-                onnx.numpy_helper.from_array(b, f"b{i}"),
-            ]
-            nodes += [
-                helper.make_node("MatMul", [current, f"W{i}"], [f"z{i}"]),
-                helper.make_node("Add", [f"z{i}", f"b{i}"], [out]),
-            ]
-        elif kind is LeakyReLU:
-            nodes.append(
-                helper.make_node("LeakyRelu", [current], [out], alpha=layer.negative_slope)
-            )
-        elif kind is Softmax:
-            nodes.append(helper.make_node("Softmax", [current], [out], axis=-1))
-        elif kind in _UNARY:
-            nodes.append(helper.make_node(_UNARY[kind], [current], [out]))
-        else:
-            raise PolynnValueError(
-                f"layer {i} ({layer!r}) has no ONNX form: export_onnx knows Dense and the "
-                "activations Sigmoid, Tanh, ReLU, LeakyReLU, Softmax and Identity."
-            )
-        current = out
-    graph = helper.make_graph(
-        nodes,
+    g = Graph(onnx, net)
+    out = g.stack(net.layers, "X")
+    for node in g.nodes:  # the last value is the graph's output "Y"
+        node.output[:] = ["Y" if name == out else name for name in node.output]
+    graph = g.helper.make_graph(
+        g.nodes,
         "polynn",
-        [helper.make_tensor_value_info("X", elem, ["rows", net.in_features])],
-        [helper.make_tensor_value_info("Y", elem, ["rows", net.n_outputs])],
-        initializers,
+        [_value(g, "X", net.input_shape)],
+        [_value(g, "Y", net.output_shape)],
+        g.initializers,
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="polynn"
+    model = g.helper.make_model(
+        graph, opset_imports=[g.helper.make_opsetid("", OPSET)], producer_name="polynn"
     )
-    onnx.checker.check_model(model)
+    onnx.checker.check_model(model, full_check=True)
     write_bytes(path, model.SerializeToString())
