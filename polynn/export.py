@@ -282,6 +282,12 @@ def _value(g: Graph, name: str, shape: Shape | None) -> Any:
 def export_onnx(net: Sequential, path: str | os.PathLike) -> None:
     """Write ``net``'s inference graph to ``path`` (atomically, as ``save`` writes)."""
     onnx = _onnx()
+    if net.input_shape is None:
+        raise PolynnValueError(
+            f"an ONNX graph's input has a fixed number of axes, but this model takes X of any "
+            f"shape (its first layer, {net.layers[0]!r}, does not fix the shape of the rows): "
+            "put a layer that does (Dense, Conv1D, Reshape) first to export it."
+        )
     g = Graph(onnx, net)
     out = g.stack(net.layers, "X")
     for node in g.nodes:  # the last value is the graph's output "Y"

@@ -192,3 +192,13 @@ def test_a_layer_without_an_onnx_form_is_refused(tmp_path, layers, where, name):
     with pytest.raises(pn.PolynnValueError, match=message):
         net.export_onnx(tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_model_that_takes_rows_of_any_shape_is_refused(tmp_path):
+    """ONNX fixes the number of the input's axes; this model leaves it open."""
+    pytest.importorskip("onnx", reason="needs onnx (polynn[onnx])")
+    net = pn.Sequential(pn.Flatten(), pn.Dense(12, 3))
+    assert net.input_shape is None
+    with pytest.raises(pn.PolynnValueError, match=r"takes X of any shape .*Flatten\(\)"):
+        net.export_onnx(tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
