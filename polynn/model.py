@@ -21,6 +21,7 @@ from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.export import export_onnx
 from polynn.layers import Layer, Parameter, check_stack, fuse
+from polynn.layers.core import init_hint
 from polynn.losses import Loss, get_loss
 from polynn.optimizers import Optimizer, get_optimizer
 from polynn.precision import LossScale, half_weights
@@ -88,8 +89,7 @@ class Sequential:
         self._rng = HostRNG(seed)
         with self.backend.context():
             for i, layer in enumerate(layers):
-                following = layers[i + 1] if i + 1 < len(layers) else None
-                init = following.init if following is not None else Layer.init
+                init = init_hint(layers, i)
                 if self.mixed:
                     layer.compute_dtype = self.compute_dtype
                 layer.build(self.backend, self.dtype, self._rng, init)
