@@ -582,7 +582,7 @@ def train(
         cb.set_model(model)
         cb.on_train_begin({})
     model.stop_training = False
-    progress = Progress(epochs, len(batches), verbose)
+    progress = Progress(epochs, len(batches) or None, verbose)  # None: a stream, not known
     tick = progress.batch_done if progress.per_batch else None
     guarded = len(batches) == 1 and dist is None
     if dist is not None:
