@@ -34,6 +34,7 @@ from polynn.training import (
     run,
     score,
     score_batches,
+    set_training,
     spans,
     split,
     train,
@@ -128,6 +129,18 @@ class Sequential:
             return contextlib.nullcontext()
         return half_weights(self.params, self.compute_dtype, self.backend.xp)
 
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """The layers infer inside this block (``predict``, ``evaluate``), then are put back
+        as they were: a callback may predict in the middle of ``fit``."""
+        before = [layer.training for layer in self.layers]
+        set_training(self.layers, False)
+        try:
+            yield
+        finally:
+            for layer, flag in zip(self.layers, before):
+                layer.training = flag
+
     # -- explicit passes --------------------------------------------------------------------
     def forward(self, X: Any) -> Any:
         """Run every layer on ``X`` (checked and moved to the backend); keep what backward needs.
@@ -161,7 +174,7 @@ class Sequential:
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
         xp = self.backend.xp
-        with self.backend.context(self.matmul_precision), self._half_weights():
+        with self.backend.context(self.matmul_precision), self._half_weights(), self._inference():
             if is_stream(X):
                 stream = streaming.inputs(X, self.backend, self.dtype)
                 chunks = [run(self._layers, inputs(self, x)) for x in stream]
@@ -377,14 +390,15 @@ class Sequential:
         metric_fns = metrics_for(self._metrics(metrics), loss, self.n_outputs)
         if stream:
             layers = layers_for(self._layers, loss)
+            check = lambda x, y: pairs(self, x, y, loss)  # noqa: E731
+            batches = StreamBatches(X, check, self.backend, self.dtype)
             with self.backend.context(self.matmul_precision), self._half_weights():
-                check = lambda x, y: pairs(self, x, y, loss)  # noqa: E731
-                batches = StreamBatches(X, check, self.backend, self.dtype)
-                return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend)
+                with self._inference():
+                    return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend)
         dist = distributed_check(distributed)
         if dist is not None and sample_weight is not None:
             raise PolynnValueError("sample_weight is not supported with distributed= yet.")
-        with self.backend.context(self.matmul_precision), self._half_weights():
+        with self.backend.context(self.matmul_precision), self._half_weights(), self._inference():
             with agreed(dist):
                 X, y = pairs(self, X, y, loss)
                 w = None if sample_weight is None else weights(self, y, loss, sample_weight)
