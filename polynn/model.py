@@ -21,6 +21,7 @@ from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.export import export_onnx
 from polynn.layers import Layer, Parameter, check_stack, fuse
+from polynn.layers.core import init_hint
 from polynn.losses import Loss, get_loss
 from polynn.optimizers import Optimizer, get_optimizer
 from polynn.precision import LossScale, half_weights
@@ -33,6 +34,7 @@ from polynn.training import (
     run,
     score,
     score_batches,
+    set_training,
     spans,
     split,
     train,
@@ -88,8 +90,7 @@ class Sequential:
         self._rng = HostRNG(seed)
         with self.backend.context():
             for i, layer in enumerate(layers):
-                following = layers[i + 1] if i + 1 < len(layers) else None
-                init = following.init if following is not None else Layer.init
+                init = init_hint(layers, i)
                 if self.mixed:
                     layer.compute_dtype = self.compute_dtype
                 layer.build(self.backend, self.dtype, self._rng, init)
@@ -128,6 +129,18 @@ class Sequential:
             return contextlib.nullcontext()
         return half_weights(self.params, self.compute_dtype, self.backend.xp)
 
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """The layers infer inside this block (``predict``, ``evaluate``), then are put back
+        as they were: a callback may predict in the middle of ``fit``."""
+        before = [layer.training for layer in self.layers]
+        set_training(self.layers, False)
+        try:
+            yield
+        finally:
+            for layer, flag in zip(self.layers, before):
+                layer.training = flag
+
     # -- explicit passes --------------------------------------------------------------------
     def forward(self, X: Any) -> Any:
         """Run every layer on ``X`` (checked and moved to the backend); keep what backward needs.
@@ -161,7 +174,7 @@ class Sequential:
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
         xp = self.backend.xp
-        with self.backend.context(self.matmul_precision), self._half_weights():
+        with self.backend.context(self.matmul_precision), self._half_weights(), self._inference():
             if is_stream(X):
                 stream = streaming.inputs(X, self.backend, self.dtype)
                 chunks = [run(self._layers, inputs(self, x)) for x in stream]
@@ -377,14 +390,15 @@ class Sequential:
         metric_fns = metrics_for(self._metrics(metrics), loss, self.n_outputs)
         if stream:
             layers = layers_for(self._layers, loss)
+            check = lambda x, y: pairs(self, x, y, loss)  # noqa: E731
+            batches = StreamBatches(X, check, self.backend, self.dtype)
             with self.backend.context(self.matmul_precision), self._half_weights():
-                check = lambda x, y: pairs(self, x, y, loss)  # noqa: E731
-                batches = StreamBatches(X, check, self.backend, self.dtype)
-                return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend)
+                with self._inference():
+                    return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend)
         dist = distributed_check(distributed)
         if dist is not None and sample_weight is not None:
             raise PolynnValueError("sample_weight is not supported with distributed= yet.")
-        with self.backend.context(self.matmul_precision), self._half_weights():
+        with self.backend.context(self.matmul_precision), self._half_weights(), self._inference():
             with agreed(dist):
                 X, y = pairs(self, X, y, loss)
                 w = None if sample_weight is None else weights(self, y, loss, sample_weight)

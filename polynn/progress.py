@@ -24,17 +24,18 @@ def _short(name: str) -> str:
 
 
 class Progress:
-    """What ``fit`` shows for ``epochs`` epochs of ``batches`` batches at ``verbose``."""
+    """What ``fit`` shows for ``epochs`` epochs of ``batches`` batches at ``verbose``
+    (``batches=None``: a stream, whose batches are counted as they come)."""
 
     def __init__(
-        self, epochs: int, batches: int, verbose: int, stream: TextIO | None = None
+        self, epochs: int, batches: int | None, verbose: int, stream: TextIO | None = None
     ) -> None:
         self.stream = sys.stderr if stream is None else stream
         self.enabled = verbose > 0 and epochs > 0
         self.epochs, self.batches, self.epoch = epochs, batches, 0
         self.terminal = self.enabled and _is_terminal(self.stream)
         #: Whether ``batch_done`` must be called after each batch.
-        self.per_batch = self.terminal and verbose >= 2 and batches > 1
+        self.per_batch = self.terminal and verbose >= 2 and (batches is None or batches > 1)
         self.bar: Any = None
         self.inner: Any = None
         if self.terminal:

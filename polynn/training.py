@@ -178,7 +178,7 @@ def layers_for(layers: list[Layer], loss: Loss | None) -> list[Layer]:
 
 def set_training(layers: Iterable[Layer], flag: bool) -> None:
     """Tell ``layers`` whether the passes that follow are training steps (``fit``) or
-    inference (validation, callbacks, ``predict``, ``evaluate``)."""
+    inference (validation, ``predict``, ``evaluate``)."""
     for layer in layers:
         layer.training = flag
 
@@ -582,7 +582,7 @@ def train(
         cb.set_model(model)
         cb.on_train_begin({})
     model.stop_training = False
-    progress = Progress(epochs, len(batches), verbose)
+    progress = Progress(epochs, len(batches) or None, verbose)  # None: a stream, not known
     tick = progress.batch_done if progress.per_batch else None
     guarded = len(batches) == 1 and dist is None
     if dist is not None:
@@ -601,11 +601,8 @@ def train(
 
     def begin(epoch: int) -> None:
         optimizer.start_epoch()
-        if starters:
-            set_training(model.layers, False)  # callbacks infer
-            for cb in starters:
-                cb.on_epoch_begin(epoch, {})
-            set_training(model.layers, True)
+        for cb in starters:
+            cb.on_epoch_begin(epoch, {})
 
     if model.loss_scale is not None:  # float16's scale as this fit found it
         scale = (model.loss_scale.scale, model.loss_scale.clean_steps)
@@ -627,10 +624,11 @@ def train(
                 begin if starters or per_epoch else None,
             )
         ):
-            set_training(model.layers, False)  # validation and callbacks infer
             if validation is not None:
+                set_training(model.layers, False)  # validation infers
                 with model._half_weights():
                     scores = score(layers, *validation, loss, metrics, None, backend, dist)
+                set_training(model.layers, True)
                 logs.update({f"val_{k}": v for k, v in scores.items()})
                 if not math.isfinite(logs["val_loss"]):
                     source = "validation"
@@ -654,7 +652,6 @@ def train(
                         cb.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
-            set_training(model.layers, True)
         if epochs and not snapshot.finite():
             source = "weights"
             raise TrainingDivergedError(

@@ -399,6 +399,17 @@ def test_verbose_2_adds_a_bar_over_each_epochs_batches(backend, capsys, monkeypa
     assert "batch/s" in err and "2/2" in err
 
 
+def test_verbose_2_counts_the_batches_of_a_stream(backend, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    X, y = regression(rows=8)
+    regressor(backend).fit(lambda: ((X[i : i + 3], y[i : i + 3]) for i in (0, 3, 6)),
+                           epochs=2, verbose=2)  # fmt: skip
+    out, err = capsys.readouterr()
+    # a bar over each epoch's batches, counting them (their number is not known in advance)
+    assert "epoch 1: 0batch" in err and "epoch 2: 0batch" in err and "batch/s" in err
+    assert "2/2" in err
+
+
 def test_without_a_terminal_each_epoch_is_one_plain_line(backend, capsys):
     X, y = regression(rows=8)
     regressor(backend).fit(X, y, epochs=2, batch_size=3, verbose=1, validation_split=0.25,

@@ -230,3 +230,19 @@ def test_the_new_layers_train_in_mixed_precision(backend, policy):
     assert mixed.forward(X).dtype == half
     assert all(p.value.dtype == f32 and p.grad.dtype == f32 for p in mixed.params)
     assert all(b.value.dtype == f32 for b in mixed.buffers)
+
+
+@pytest.mark.parametrize("between", [pn.Dropout(0.5), pn.BatchNorm(300), pn.LayerNorm(300)],
+                         ids=["dropout", "batchnorm", "layernorm"])  # fmt: skip
+def test_the_init_hint_passes_through_dropout_and_normalisation(between):
+    """A Dense before Dropout or a normalisation, then ReLU, starts He-normal (std
+    sqrt(2 / fan_in), unbounded); before Tanh, Glorot-uniform (within sqrt(6 / (in + out)))."""
+    relu = pn.Sequential(pn.Dense(400, 300), between, pn.ReLU(), pn.Dense(300, 1), seed=0)
+    tanh = pn.Sequential(pn.Dense(400, 300), type(between)(**between.get_config()), pn.Tanh(),
+                         pn.Dense(300, 1), seed=0)  # fmt: skip
+    he, glorot = relu.get_weights()[0], tanh.get_weights()[0]
+    limit = np.sqrt(6.0 / 700)
+    assert np.std(he) == pytest.approx(np.sqrt(2.0 / 400), rel=0.02)
+    assert np.abs(he).max() > limit
+    assert np.abs(glorot).max() <= limit
+    assert np.std(glorot) == pytest.approx(limit / np.sqrt(3.0), rel=0.02)

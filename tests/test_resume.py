@@ -218,3 +218,46 @@ def test_a_registered_metric_round_trips(backend, tmp_path):
     scores = pn.load(tmp_path / "m.npz", backend=backend.name).evaluate(X, y)
     want = np.mean(pn.to_numpy(net.predict(X)) > 0.5)
     assert scores["positives"] == pytest.approx(want)
+
+
+# -- a format-2 file that lies about its training state is refused --------------------------
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t.update(rng={"bit_generator": "MT19937", "state": 7}),
+        lambda t: t.update(loss={"type": "Evil", "config": {}}),
+        lambda t: t.update(loss={"type": "MSE", "config": {"reduction": "sum"}}),
+        lambda t: t.update(metrics=["accuracy", "os.system"]),
+        lambda t: t["optimizer"].update(type="Evil"),
+        lambda t: t["optimizer"].update(iterations=-1),
+        lambda t: t["optimizer"]["config"].update(lr={"type": "Evil", "config": {}}),
+        lambda t: t["optimizer"].update(state=[["m", "v"]] * 3),
+        lambda t: t["optimizer"].update(state=[["m", "v", "w"]] * 4),
+    ],
+    ids=["rng", "loss-type", "loss-argument", "metric", "optimizer-type", "iterations",
+         "schedule-type", "state-count", "state-arrays"],
+)  # fmt: skip
+def test_a_file_with_a_bad_training_state_is_refused(backend, tmp_path, edit):
+    net, X, y = classifier(backend, "cross_entropy")
+    net.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        contents = {name: data[name] for name in data.files}
+    config = json.loads(str(contents["config"]))
+    edit(config["training"])
+    contents["config"] = np.array(json.dumps(config))
+    np.savez(tmp_path / "bad.npz", **contents)
+    with pytest.raises(pn.PolynnFileError, match="bad.npz"):
+        pn.load(tmp_path / "bad.npz", backend=backend.name)
+
+
+def test_a_file_with_a_bad_layer_state_is_refused(backend, tmp_path):
+    net = pn.Sequential(pn.Dense(2, 3), pn.Dropout(0.5), pn.Dense(3, 1), backend=backend, seed=0)
+    net.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        contents = {name: data[name] for name in data.files}
+    config = json.loads(str(contents["config"]))
+    config["layer_state"][1] = {"key": -5, "step": 0}
+    contents["config"] = np.array(json.dumps(config))
+    np.savez(tmp_path / "bad.npz", **contents)
+    with pytest.raises(pn.PolynnFileError, match="Dropout key"):
+        pn.load(tmp_path / "bad.npz", backend=backend.name)

@@ -85,8 +85,10 @@ class Layer:
     buffers: tuple[Parameter, ...] = ()
     #: True during the training steps of ``fit`` (the model sets it), else False.
     training: bool = False
-    #: The weight initialisation a preceding ``Dense`` uses by default.
-    init: ClassVar[str] = "glorot_uniform"
+    #: The weight initialisation a preceding ``Dense`` uses by default; None passes on the
+    #: hint of the layer after it (layers that keep the scale of what feeds an activation:
+    #: Dropout, the normalisations, reshapes).
+    init: ClassVar[str | None] = "glorot_uniform"
     #: Set once a model has built the layer: a layer belongs to one model.
     built = False
 
@@ -326,6 +328,16 @@ class Softmax(Layer):
         grad = xp.astype(grad, self.dtype, copy=False)
         grad = y * (grad - xp.sum(grad * y, axis=1, keepdims=True))
         return xp.astype(grad, self.compute_dtype, copy=False)
+
+
+def init_hint(layers: Sequence[Layer], i: int, default: str = "glorot_uniform") -> str:
+    """The initialisation layer ``i`` (a Dense, say) takes from the layers after it: the
+    ``init`` of the first that states one (Dense, BatchNorm, ReLU: He before ReLU), else
+    ``default`` (what follows the stack)."""
+    for layer in layers[i + 1 :]:
+        if layer.init is not None:
+            return layer.init
+    return default
 
 
 def fuse(layers: Sequence[Layer]) -> list[Layer]:

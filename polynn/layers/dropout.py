@@ -102,6 +102,8 @@ class Dropout(Layer):
     and the step counter, so a saved model resumes the same sequence of masks.
     """
 
+    init = None  # a Dense before it takes the hint of the layer after it
+
     def __init__(self, rate: float) -> None:
         self.rate = number(rate, "Dropout rate", 0.0, 1.0)
         # An element is kept where its hash is at least this: probability 1 - rate.

@@ -22,6 +22,8 @@ __all__ = ["BatchNorm", "LayerNorm"]
 class _Norm(Layer):
     """What both share: the features, ``eps``, ``gamma`` and ``beta``, the shape check."""
 
+    init = None  # a Dense before it takes the hint of the layer after it
+
     def __init__(self, features: int, eps: float) -> None:
         name = type(self).__name__
         self.features = integer(features, f"{name} features", 1)

@@ -7,7 +7,15 @@ from typing import Any
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
 from polynn.errors import PolynnTypeError, PolynnValueError
-from polynn.layers.core import Layer, Shape, compatible, describe, fuse, stack_shapes
+from polynn.layers.core import (
+    Layer,
+    Shape,
+    compatible,
+    describe,
+    fuse,
+    init_hint,
+    stack_shapes,
+)
 
 __all__ = ["Residual"]
 
@@ -53,10 +61,9 @@ class Residual(Layer):
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         super().build(backend, dtype, rng, init)
         for i, layer in enumerate(self.layers):
-            following = self.layers[i + 1] if i + 1 < len(self.layers) else None
             if layer.compute_dtype is None:
                 layer.compute_dtype = self.compute_dtype
-            layer.build(backend, dtype, rng, following.init if following else init)
+            layer.build(backend, dtype, rng, init_hint(self.layers, i, init))
         self._run = fuse(self.layers)
         self.params = tuple(p for layer in self.layers for p in layer.params)
         self.buffers = tuple(b for layer in self.layers for b in layer.buffers)

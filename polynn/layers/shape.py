@@ -17,6 +17,8 @@ class Reshape(Layer):
     ``Reshape((40, 1))`` turns rows of 40 values into sequences of 40 one-channel steps, as
     ``Conv1D`` takes them. First in a model it takes flat rows of ``prod(shape)`` values."""
 
+    init = None  # a Dense before it takes the hint of the layer after it
+
     def __init__(self, shape: Any) -> None:
         if isinstance(shape, int) or not isinstance(shape, (tuple, list)):
             raise PolynnTypeError(f"Reshape takes a tuple of sizes such as (40, 1); got {shape!r}.")
@@ -50,6 +52,8 @@ class Reshape(Layer):
 class Flatten(Layer):
     """Flattens each row to one axis: (rows, length, channels) to (rows, length * channels),
     the inverse of ``Reshape``; its gradient takes the input's shape back."""
+
+    init = None  # a Dense before it takes the hint of the layer after it
 
     def output_shape(self, shape: Shape | None) -> Shape:
         if shape is None or None in shape:
