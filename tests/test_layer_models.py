@@ -167,7 +167,7 @@ def test_running_statistics_and_dropout_counters_survive_save_and_load(
     for a, b in zip(again.get_weights(), whole.get_weights()):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
     for a, b in zip(again.buffers, whole.buffers):
-        np.testing.assert_allclose(pn.to_numpy(a.value), pn.to_numpy(b.value), rtol=rtol)
+        np.testing.assert_allclose(pn.to_numpy(a.value), pn.to_numpy(b.value), rtol=rtol, atol=atol)
 
 
 @pn.register(name="TestLayersScale")
