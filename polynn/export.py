@@ -7,7 +7,7 @@ polynn's layers becomes:
 - ``Dense``: ``MatMul`` and ``Add``, its ``W`` and ``b`` as initializers;
 - ``Sigmoid``, ``Tanh``, ``ReLU``, ``LeakyReLU``, ``Identity``, ``ELU``, ``Softplus``: their
   ONNX namesakes (``Relu``, ``LeakyRelu``, ``Elu`` with the layer's slope or alpha);
-  ``Softmax``: ``Softmax`` over axis 1, as ``predict`` computes it;
+  ``Softmax``: ``Softmax`` over the last axis, as ``predict`` computes it;
 - ``GELU`` (its tanh approximation; ONNX's ``Gelu`` needs opset 20): ``Clip`` to [-20, 20],
   ``Mul``, ``Add`` and ``Tanh``, in the order ``polynn.layers.activations`` computes it;
   ``SiLU``: ``x * Sigmoid(x)``;
@@ -169,7 +169,7 @@ def _leaky_relu(g: Graph, layer: LeakyReLU, x: str) -> str:
 
 
 def _softmax(g: Graph, layer: Softmax, x: str) -> str:
-    return g.op("Softmax", x, axis=1)
+    return g.op("Softmax", x, axis=-1)
 
 
 def _elu(g: Graph, layer: ELU, x: str) -> str:

@@ -317,3 +317,13 @@ def test_bad_arguments(kwargs, error):
     with pytest.raises(error) as info:
         kwargs()
     assert isinstance(info.value, pn.PolynnError)
+
+
+def test_softmax_normalises_the_last_axis_of_sequences(backend):
+    """On (rows, length, channels) inputs each step's channels sum to 1 (as PyTorch's
+    ``softmax(dim=-1)``), against NumPy float64."""
+    x = np.random.default_rng(5).normal(size=(3, 4, 5))
+    net = pn.Sequential(pn.Reshape((4, 5)), pn.Softmax(), backend=backend, dtype="float64")
+    got = pn.to_numpy(net.predict(x.reshape(3, 20)))
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(axis=-1, keepdims=True), rtol=1e-13)

@@ -309,8 +309,9 @@ class LeakyReLU(Activation):
 
 
 class Softmax(Layer):
-    """``y = exp(x) / sum(exp(x))`` along each row, computed in the parameters' dtype (float32
-    in a mixed-precision model).
+    """``y = exp(x) / sum(exp(x))`` along the last axis (each row's outputs; each step's
+    channels for sequences), computed in the parameters' dtype (float32 in a mixed-precision
+    model).
 
     Before ``loss="cross_entropy"`` a final Softmax is fused into the loss (which takes
     logits), so it is never applied twice.
@@ -319,14 +320,14 @@ class Softmax(Layer):
     def forward(self, x: Any) -> Any:
         xp = self.xp
         x = xp.astype(x, self.dtype, copy=False)  # a mixed-precision model's half type
-        e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
-        self._y = y = e / xp.sum(e, axis=1, keepdims=True)
+        e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
+        self._y = y = e / xp.sum(e, axis=-1, keepdims=True)
         return xp.astype(y, self.compute_dtype, copy=False)
 
     def backward(self, grad: Any) -> Any:
         xp, y = self.xp, self._y
         grad = xp.astype(grad, self.dtype, copy=False)
-        grad = y * (grad - xp.sum(grad * y, axis=1, keepdims=True))
+        grad = y * (grad - xp.sum(grad * y, axis=-1, keepdims=True))
         return xp.astype(grad, self.compute_dtype, copy=False)
 
 
