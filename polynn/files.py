@@ -32,6 +32,7 @@ from polynn.registry import build, encode, lookup, name_of
 
 if TYPE_CHECKING:
     from polynn.model import Sequential
+    from polynn.optimizers import Optimizer
 
 __all__ = [
     "FORMAT",
@@ -235,7 +236,9 @@ def restore(
     return net
 
 
-def _optimizer(spec: dict, net: Sequential, arrays: list[Any], custom_objects: CustomObjects):
+def _optimizer(
+    spec: dict, net: Sequential, arrays: list[Any], custom_objects: CustomObjects
+) -> Optimizer:
     """The optimizer ``spec`` describes, bound to ``net`` with its state from ``arrays``."""
     settings = dict(spec["config"])
     if isinstance(settings.get("lr"), dict):
