@@ -29,8 +29,8 @@ graph ``LeakyReLU`` (``Max(x, slope * x)``), ``ELU`` (``Where``, ``Exp``) and ``
 (``ReduceMean``, ``Sqrt``, ...) are written out with float64 constants instead.
 
 A layer class of the user's own (or a subclass of polynn's) has no ONNX form and is refused
-with an error naming it. The graph takes ``X`` of shape (rows, *net.input_shape) and gives
-``Y`` of shape (rows, *net.output_shape), sizes that the data fixes (a sequence's length)
+with an error naming it. The graph takes ``X`` of shape ``(rows, *net.input_shape)`` and gives
+``Y`` of shape ``(rows, *net.output_shape)``, sizes that the data fixes (a sequence's length)
 left symbolic, in the parameters' dtype (float32 for a mixed-precision model: its float32
 master weights are exported).
 """
