@@ -456,3 +456,36 @@ def test_a_format_1_file_written_by_polynn_0_1_0_loads(backend):
     z = np.tanh(X @ W1 + b1) @ W2 + b2
     want = np.where(z > 0, z, 0.1 * z)
     np.testing.assert_allclose(pn.to_numpy(net.predict(X)), want, rtol=1e-12)
+
+
+def test_a_format_2_file_loads_with_its_training_state(backend):
+    """``polynn-format2.npz`` (Dense(3, 4), BatchNorm(4), Tanh, Dropout(0.25), Dense(4, 2),
+    float64, two epochs of Adam with a StepDecay schedule on the cross-entropy) holds the
+    weights, BatchNorm's running statistics and Adam's moments; its predictions are checked
+    against those arrays evaluated in NumPy, and its training state against its config."""
+    path = FIXTURES / "polynn-format2.npz"
+    with np.load(path, allow_pickle=False) as data:
+        config = json.loads(str(data["config"]))
+        W1, b1, gamma, beta, W2, b2, mean, var = (data[f"param_{i}"] for i in range(8))
+        moments = [data[f"param_{i}"] for i in range(8, 20)]
+    assert config["format_version"] == 2
+    net = pn.load(path, backend=backend)
+    X = np.random.default_rng(4).normal(size=(5, 3))
+    z = (X @ W1 + b1 - mean) / np.sqrt(var + 1e-5) * gamma + beta
+    logits = np.tanh(z) @ W2 + b2
+    np.testing.assert_allclose(pn.to_numpy(net.predict(X)), logits, rtol=1e-12)
+    labels = np.array([0, 1, 1, 0, 1])
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    scores = net.evaluate(X, labels)  # the file's loss and metrics
+    assert scores["loss"] == pytest.approx(-log_p[np.arange(5), labels].mean(), rel=1e-12)
+    assert scores["accuracy"] == pytest.approx(np.mean(logits.argmax(axis=1) == labels))
+    optimizer = config["training"]["optimizer"]
+    assert net.optimizer.iterations == optimizer["iterations"] == 4
+    assert net.optimizer.lr == pytest.approx(0.05 * 0.1 ** (4 // 2))  # the schedule's place
+    state = [pn.to_numpy(s[key]) for s in net.optimizer.state for key in ("m", "v")]
+    for got, want in zip(state, moments):
+        np.testing.assert_array_equal(got, want)
+    assert net.layers[3].get_state() == config["layer_state"][3]
+    net.fit(X, labels, epochs=1, verbose=0)  # and training goes on
+    assert net.optimizer.iterations == 5
