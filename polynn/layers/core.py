@@ -374,17 +374,22 @@ def stack_shapes(layers: Sequence[Layer]) -> tuple[Shape | None, Shape | None]:
     return entry, shape
 
 
-def check_stack(layers: tuple[Layer, ...]) -> tuple[Shape | None, Shape | None]:
-    """Check that ``layers`` can form one model (new layer objects whose shapes chain);
-    return the row shapes it takes and gives (``stack_shapes``)."""
+def check_layers(layers: Sequence[Any], owner: str, what: str, example: str) -> None:
+    """Refuse an empty stack, or an entry that is not a polynn layer (``what`` names an entry
+    in the message, ``example`` shows one)."""
     if not layers:
-        raise PolynnValueError("Sequential needs at least one layer; got none.")
+        raise PolynnValueError(f"{owner} needs at least one layer; got none.")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
             raise PolynnTypeError(
-                f"layer {i} must be a polynn layer such as pn.Dense(2, 8); "
-                f"got {type(layer).__name__}."
+                f"{what} {i} must be a polynn layer such as {example}; got {type(layer).__name__}."
             )
+
+
+def check_stack(layers: tuple[Layer, ...]) -> tuple[Shape | None, Shape | None]:
+    """Check that ``layers`` can form one model (new layer objects whose shapes chain);
+    return the row shapes it takes and gives (``stack_shapes``)."""
+    check_layers(layers, "Sequential", "layer", "pn.Dense(2, 8)")
     entry, out = stack_shapes(layers)
     if entry is None and out is None:
         raise PolynnValueError(

@@ -6,10 +6,11 @@ from typing import Any
 
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
-from polynn.errors import PolynnTypeError, PolynnValueError
+from polynn.errors import PolynnValueError
 from polynn.layers.core import (
     Layer,
     Shape,
+    check_layers,
     compatible,
     describe,
     fuse,
@@ -31,14 +32,7 @@ class Residual(Layer):
     """
 
     def __init__(self, *layers: Layer) -> None:
-        if not layers:
-            raise PolynnValueError("Residual needs at least one layer; got none.")
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise PolynnTypeError(
-                    f"Residual's layer {i} must be a polynn layer such as pn.Dense(8, 8); got "
-                    f"{type(layer).__name__}."
-                )
+        check_layers(layers, "Residual", "Residual's layer", "pn.Dense(8, 8)")
         self.layers = list(layers)
         entry, out = stack_shapes(self.layers)
         if entry is not None and out is not None and not compatible(entry, out):
