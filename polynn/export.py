@@ -75,6 +75,9 @@ if TYPE_CHECKING:
 __all__ = ["BUILDERS", "OPSET", "export_onnx"]
 
 OPSET = 17
+#: The IR version a file states: the oldest that opset 17 needs, not the onnx package's
+#: newest, so that runtimes which lag the onnx package (onnxruntime usually does) open it.
+IR_VERSION = 8
 #: ONNX's element type for each parameter dtype.
 _ELEMENT = {"float32": "FLOAT", "float64": "DOUBLE"}
 
@@ -300,7 +303,10 @@ def export_onnx(net: Sequential, path: str | os.PathLike) -> None:
         g.initializers,
     )
     model = g.helper.make_model(
-        graph, opset_imports=[g.helper.make_opsetid("", OPSET)], producer_name="polynn"
+        graph,
+        opset_imports=[g.helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="polynn",
     )
     onnx.checker.check_model(model, full_check=True)
     write_bytes(path, model.SerializeToString())

@@ -202,3 +202,15 @@ def test_a_model_that_takes_rows_of_any_shape_is_refused(tmp_path):
     with pytest.raises(pn.PolynnValueError, match=r"takes X of any shape .*Flatten\(\)"):
         net.export_onnx(tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_file_states_the_ir_version_its_opset_needs(tmp_path):
+    """A runtime older than the onnx package opens the file: it states the oldest IR version
+    that its opset needs (onnx's own table), not the package's newest."""
+    onnx = pytest.importorskip("onnx", reason="needs onnx (polynn[onnx])")
+    net = pn.Sequential(pn.Dense(2, 3), pn.ReLU(), pn.Dense(3, 1), seed=0)
+    net.export_onnx(tmp_path / "m.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    opsets = list(model.opset_import)
+    assert model.ir_version == onnx.helper.find_min_ir_version_for(opsets)
+    onnx.checker.check_model(model, full_check=True)
