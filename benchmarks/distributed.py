@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from polynn.backends.mpi import mpiexec as launcher
 
 BATCH, STEPS, REPEATS = 256, 24, 5
 
@@ -61,11 +62,12 @@ def main() -> int:
     if args.worker:
         worker()
         return 0
-    mpiexec = shutil.which("mpiexec")
+    mpiexec, extra = launcher()
     if mpiexec is None:
-        print('no mpiexec on the PATH: pip install "polynn[mpi]"')
+        print('no mpiexec beside mpi4py or on the PATH: pip install "polynn[mpi]"')
         return 1
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.update(extra)
     rows = []
     for ranks in args.ranks:
         done = subprocess.run(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,22 +18,24 @@ import pytest
 from distributed_setup import data, fit_arguments, network
 
 import polynn as pn
+from polynn.backends.mpi import mpiexec as launcher
 
 WORKER = Path(__file__).resolve().parent / "mpi" / "worker.py"
 
 
-def mpiexec() -> str:
+def mpiexec() -> tuple[str, dict[str, str]]:
     pytest.importorskip("mpi4py", reason="distributed training needs mpi4py (polynn[mpi])")
-    path = shutil.which("mpiexec")
+    path, env = launcher()
     if path is None:
-        pytest.skip("no mpiexec on the PATH (pip install mpich, or a system MPI)")
-    return path
+        pytest.skip("no mpiexec beside mpi4py or on the PATH (pip install mpich, or a system MPI)")
+    return path, env
 
 
 def launch(ranks, backend, mode, out):
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    path, extra = mpiexec()
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **extra)
     done = subprocess.run(
-        [mpiexec(), "-n", str(ranks), sys.executable, str(WORKER), backend.name, mode, str(out)],
+        [path, "-n", str(ranks), sys.executable, str(WORKER), backend.name, mode, str(out)],
         capture_output=True, text=True, timeout=180, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

@@ -143,3 +143,40 @@ def test_digits_accuracy_matches_float32(backend, policy):
         accuracy[dtype] = net.evaluate(X[test], y[test], metrics=["accuracy"])["accuracy"]
     assert accuracy["float32"] > 0.95
     assert accuracy[policy] >= accuracy["float32"] - 0.005
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_clip_and_isdtype_take_the_half_types(backend, policy):
+    """The backend's own namespace clips a half-type array into its own dtype and classes
+    it as real floating (CuPy's array-api-compat wrapper failed on bfloat16 in both; NumPy's
+    clip gave float32)."""
+    supported(backend, policy)
+    xp, half = backend.xp, backend.compute_dtype(policy)
+    x = xp.astype(backend.from_numpy(np.array([-30.0, -1.5, 0.0, 2.25, 30.0])), half)
+    out = xp.clip(x, -20.0, 20.0)
+    assert out.dtype == half
+    got = pn.to_numpy(xp.astype(out, xp.float32))
+    np.testing.assert_array_equal(got, [-20.0, -1.5, 0.0, 2.25, 20.0])
+    assert xp.isdtype(half, "real floating") and xp.isdtype(half, ("integral", "numeric"))
+    assert not xp.isdtype(half, "integral")
+
+
+def test_array_api_compat_wrappers_take_bfloat16_through_polynns_namespace():
+    """CuPy's namespace is array-api-compat's wrapper; its NumPy twin goes through the same
+    code on a CPU: its clip fails on bfloat16, polynn's namespace over it does not."""
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 comes from ml-dtypes")
+    compat = pytest.importorskip("array_api_compat.numpy")
+    from polynn.backends._half import with_bfloat16
+
+    a = np.array([-30.0, -1.5, 0.0, 2.25, 30.0], dtype=ml_dtypes.bfloat16)
+    with pytest.raises(TypeError):
+        compat.clip(a, -20.0, 20.0)
+    xp = with_bfloat16(compat, np)
+    out = xp.clip(a, -20.0, 20.0)
+    assert out.dtype == a.dtype
+    np.testing.assert_array_equal(out.astype(np.float64), [-20.0, -1.5, 0.0, 2.25, 20.0])
+    assert xp.isdtype(a.dtype, "real floating") and not xp.isdtype(a.dtype, "bool")
+    # Every other dtype is answered as before.
+    assert xp.isdtype(np.dtype(np.int32), "integral") and not xp.isdtype(np.float32, "integral")
+    f = np.array([-3.0, 0.5, 3.0], dtype=np.float32)
+    assert xp.clip(f, max=1.0).dtype == np.float32

@@ -14,6 +14,7 @@ import numpy as np
 
 from polynn.backends import _numpy_fast
 from polynn.backends._core import Backend
+from polynn.backends._half import bfloat16, with_bfloat16
 from polynn.errors import BackendUnavailableError, PolynnValueError
 from polynn.kernels import Kernels
 
@@ -26,15 +27,6 @@ def _import(module: str, backend: str, install: str) -> Any:
             f"backend {backend!r} needs {module.split('.')[0]}, which cannot be imported here "
             f"({exc}); install it with: {install}"
         ) from None
-
-
-def _ml_dtypes_bfloat16() -> Any:
-    """NumPy's (and CuPy's) bfloat16, from ml-dtypes where it is installed."""
-    try:
-        import ml_dtypes
-    except ImportError:
-        return None
-    return ml_dtypes.bfloat16
 
 
 def _bad_device(backend: str, device: Any, expected: str) -> PolynnValueError:
@@ -58,7 +50,7 @@ class NumpyBackend(Backend):
         return _numpy_fast.NumpyKernels(self.xp, self.device)
 
     def _half(self, name: str) -> Any:
-        half = np.float16 if name == "float16" else _ml_dtypes_bfloat16()
+        half = np.float16 if name == "float16" else bfloat16()
         if half is not None:
             cost = {
                 "float16": "without BLAS, tens of times slower than float32",
@@ -127,7 +119,7 @@ class CupyBackend(Backend):
         self._copy_streams = threading.local()
         self._linalg = _import("cupy._core._routines_linalg", "cupy", "pip install -U cupy")
         xp = _import("array_api_compat.cupy", "cupy", 'pip install "polynn[cuda12]"')
-        super().__init__("cupy", xp, cupy.cuda.Device(index))
+        super().__init__("cupy", with_bfloat16(xp, cupy), cupy.cuda.Device(index))
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, self._cupy.ndarray)
@@ -135,7 +127,7 @@ class CupyBackend(Backend):
     def _half(self, name: str) -> Any:
         if name == "float16":
             return self._cupy.float16
-        half = _ml_dtypes_bfloat16()
+        half = bfloat16()
         try:  # CuPy takes ml-dtypes' bfloat16 from version 14 on
             with self.device:
                 self._cupy.zeros(1, dtype=half)

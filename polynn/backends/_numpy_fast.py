@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from polynn.backends._half import with_bfloat16
 from polynn.kernels import Kernels
 
 _add_reduce = np.add.reduce
@@ -52,10 +53,10 @@ class NumpyKernels(Kernels):
 
 def namespace() -> types.ModuleType:
     """A module object holding NumPy's functions, with ``sum``, ``max`` and ``astype``
-    replaced."""
+    replaced, and ``clip`` and ``isdtype`` that take bfloat16 (``polynn.backends._half``)."""
     xp = types.ModuleType("polynn.backends.numpy_fast", __doc__)
     xp.__dict__.update({k: v for k, v in vars(np).items() if not k.startswith("__")})
     xp.__array_api_version__ = np.__array_api_version__
     xp.__array_namespace_info__ = np.__array_namespace_info__
     xp.sum, xp.max, xp.astype = _sum, _max, _astype
-    return xp
+    return with_bfloat16(xp, np)

@@ -50,18 +50,20 @@ def step_keys(key: int, step: int) -> tuple[int, int]:
     return a, lowbias32(a ^ GOLDEN)
 
 
-def _mul(x: Any, c: int) -> Any:
+def _mul(x: Any, c: int, k: dict[int, Any]) -> Any:
     """``x * c mod 2**32`` for an array ``x`` of values below 2**32, in 16-bit halves."""
-    high = ((x * (c >> 16)) & 0xFFFF) << 16
-    return (high + x * (c & 0xFFFF)) & MASK32
+    high = ((x * k[c >> 16]) & k[0xFFFF]) << 16
+    return (high + x * k[c & 0xFFFF]) & k[MASK32]
 
 
-def _lowbias32(x: Any) -> Any:
-    """``lowbias32`` on every element of an integer array."""
+def _lowbias32(x: Any, k: dict[int, Any]) -> Any:
+    """``lowbias32`` on every element of an integer array; ``k`` holds the constants as
+    0-d arrays of its dtype (JAX, in its default 32-bit mode, refuses Python ints of 2**31
+    and above next to an array)."""
     x = x ^ (x >> 16)
-    x = _mul(x, _M1)
+    x = _mul(x, _M1, k)
     x = x ^ (x >> 15)
-    x = _mul(x, _M2)
+    x = _mul(x, _M2, k)
     return x ^ (x >> 16)
 
 
@@ -90,7 +92,9 @@ def mask_bits(
     size = math.prod(shape)
     start = row_offset * math.prod(shape[1:])
     index = xp.reshape(xp.arange(start, start + size, dtype=word, device=device), shape)
-    return _lowbias32(_lowbias32(index ^ keys[0]) ^ keys[1])
+    numbers = (_M1 >> 16, _M1 & 0xFFFF, _M2 >> 16, _M2 & 0xFFFF, 0xFFFF, MASK32, *keys)
+    k = {n: xp.asarray(n, dtype=word, device=device) for n in numbers}
+    return _lowbias32(_lowbias32(index ^ k[keys[0]], k) ^ k[keys[1]], k)
 
 
 class Dropout(Layer):
@@ -118,13 +122,14 @@ class Dropout(Layer):
         super().build(backend, dtype, rng, init)
         self.key = rng.key32()
         self._word = word_dtype(backend.xp, backend.device)
+        self._cut = backend.xp.asarray(self._threshold, dtype=self._word, device=self.device)
 
     def mask(self, shape: tuple[int, ...], step: int, row_offset: int = 0) -> Any:
         """The keep mask (booleans) of training pass ``step`` for an input of ``shape`` whose
         rows start at row ``row_offset`` of the batch."""
         keys = step_keys(self.key, step)
         bits = mask_bits(self.xp, self.device, self._word, shape, keys, row_offset)
-        return bits >= self._threshold
+        return bits >= self._cut
 
     def forward(self, x: Any) -> Any:
         self._scale = None
