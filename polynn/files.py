@@ -255,6 +255,7 @@ def _optimizer(
         {key: net.backend.asarray(next(values), dtype=net.dtype, name=key) for key in keys}
         for keys in spec["state"]
     ]
+    optimizer.bind(net.params, net.backend)  # the device's rate and count from the file's
     return optimizer
 
 

@@ -14,26 +14,72 @@ The primitives:
   with a bias, ``z`` is the caller's own new array and may be overwritten) and
   ``backward(grad, saved)`` the gradient with respect to ``z``, possibly in ``grad``'s memory:
   in a backward pass each gradient array is used once, so no second copy needs to be alive.
-  A ``Dense`` followed by an activation calls them with its bias: that is where a backend
-  fuses bias and activation.
+- ``dense(x, W, b, act)`` and ``dense_backward(...)``: ``act(x @ W + b)`` and its gradients,
+  the matrix products of a ``Dense`` (and of a ``Conv1D`` on its windows). ``act`` is an
+  ``Act`` (or None): a Dense followed by an activation runs them together, which is where a
+  backend puts the bias and the activation into the product's epilogue.
 - ``bias_grad(grad)``: the sum of ``grad`` over its rows.
 - ``softmax_cross_entropy(logits, target)``: the mean loss and its gradient.
-- ``sgd(...)`` and ``adam(...)``: one update of every parameter, given its gradient.
+- ``sgd``, ``adam``, ``rmsprop``, ``adagrad`` and ``clip``: one update of every parameter,
+  given its gradient. The rates and step counts they read are ``Scalars``: 0-d arrays on the
+  device, so that a step reads nothing back to the host and a compiled step (a CUDA graph,
+  ``jax.jit``) sees new values without being made again.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from polynn.layers import Parameter
 
-__all__ = ["ACTIVATIONS", "Backward", "Forward", "Kernels"]
+__all__ = ["ACTIVATIONS", "Act", "Backward", "Forward", "Kernels", "Scalars"]
 
 Forward = Callable[[Any, Any], tuple[Any, Any]]
 Backward = Callable[[Any, Any], Any]
+
+
+class Act(NamedTuple):
+    """An activation as the kernels run it after a matrix product: its name (one of
+    ``ACTIVATIONS``), its ``(forward, backward)`` pair from ``Kernels.activation`` and leaky
+    ReLU's slope."""
+
+    name: str
+    forward: Forward
+    backward: Backward
+    slope: float = 0.01
+
+
+class Scalars:
+    """The numbers an optimizer's update reads at every step, as 0-d arrays of the
+    parameters' dtype on their device: the learning rate ``lr`` and the count ``t`` of
+    updates applied (Adam's bias corrections). The update rules change ``t`` on the device
+    (``t += 1``), the host writes ``lr`` only when it changes (``set``). Both are written in
+    place where arrays are writable (``inplace``), so that a captured CUDA graph, which
+    reads them where they are, sees the new values; JAX's are new arrays instead."""
+
+    def __init__(self, xp: Any, dtype: Any, device: Any, inplace: bool) -> None:
+        self.xp, self.dtype, self.device, self.inplace = xp, dtype, device, inplace
+        self.lr = xp.zeros((), dtype=dtype, device=device)
+        self.t = xp.zeros((), dtype=dtype, device=device)
+        self._lr_seen: float | None = None
+
+    def set(self, lr: float, t: int | None = None) -> None:
+        """Write the rate (only when it changed since the last call) and, if given, the
+        count of updates applied."""
+        if lr != self._lr_seen:
+            self.lr = self._write(self.lr, lr)
+            self._lr_seen = lr
+        if t is not None:
+            self.t = self._write(self.t, t)
+
+    def _write(self, array: Any, value: float) -> Any:
+        if not self.inplace:
+            return self.xp.asarray(value, dtype=self.dtype, device=self.device)
+        array[...] = value
+        return array
+
 
 #: The elementwise activations every ``Kernels`` computes.
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu")
@@ -130,6 +176,40 @@ class Kernels:
 
         raise ValueError(f"unknown activation {name!r}; the kernels know {list(ACTIVATIONS)}.")
 
+    # -- the matrix products of a Dense ---------------------------------------------------
+    def dense(self, x: Any, W: Any, b: Any, act: Act | None = None) -> tuple[Any, Any]:
+        """``act(x @ W + b)`` (``x @ W + b`` for ``act=None``) and what ``dense_backward``
+        needs besides ``x`` and ``W``. The product is in ``W``'s dtype (NumPy multiplies
+        bfloat16 matrices in float32)."""
+        z = x @ W
+        if z.dtype != W.dtype:
+            z = self.xp.astype(z, W.dtype)
+        if act is None:
+            return z + b, None
+        return act.forward(z, b)
+
+    def dense_backward(
+        self,
+        grad: Any,
+        x: Any,
+        W: Parameter,
+        b: Parameter,
+        saved: Any,
+        act: Act | None,
+        input_grad: bool = True,
+    ) -> Any:
+        """The gradients of ``dense(x, W.value, b.value, act)`` given ``grad``, the gradient
+        of its output (which may be overwritten): ``W.grad`` and ``b.grad`` are set, and the
+        gradient of ``x`` is returned (None for ``input_grad=False``)."""
+        if act is not None:
+            grad = act.backward(grad, saved)
+        W.grad = x.T @ grad
+        b.grad = self.bias_grad(grad)
+        if not input_grad:
+            return None
+        dx = grad @ W.value.T
+        return dx if dx.dtype == W.value.dtype else self.xp.astype(dx, W.value.dtype)
+
     # -- gradients --------------------------------------------------------------------------
     def bias_grad(self, grad: Any) -> Any:
         """The gradient of a bias row: ``grad`` summed over its rows."""
@@ -148,23 +228,39 @@ class Kernels:
         return value, (e / total - target) / rows
 
     # -- optimizer updates ------------------------------------------------------------------
+    # Updates are augmented assignments: in place where arrays are writable, a new array bound
+    # to the parameter (or state entry) where they are not (JAX). State arrays start at zero,
+    # which gives the first step's values exactly (0 * m + g == g).
+
+    def clip(
+        self, params: Sequence[Parameter], clipvalue: float | None, clipnorm: float | None
+    ) -> None:
+        """Clip each gradient element to ``[-clipvalue, clipvalue]``, then scale all the
+        gradients by ``clipnorm / (norm + 1e-6)`` where that is below 1 (``norm``: their
+        global 2-norm, as PyTorch's ``clip_grad_norm_``). No host round trip."""
+        xp = self.xp
+        if clipvalue is not None:
+            for p in params:
+                p.grad = xp.clip(p.grad, -clipvalue, clipvalue)
+        if clipnorm is not None and params:
+            squares = xp.stack([xp.sum(p.grad * p.grad) for p in params])
+            scale = xp.clip(clipnorm / (xp.sqrt(xp.sum(squares)) + 1e-6), max=1.0)
+            for p in params:
+                p.grad = p.grad * scale
+
     def sgd(
         self,
         params: Sequence[Parameter],
         states: Sequence[dict[str, Any]],
-        lr: Any,
+        scalars: Scalars,
         momentum: float,
         nesterov: bool,
         weight_decay: float,
     ) -> None:
         """One SGD step of each parameter: ``g += weight_decay * p``; with momentum
-        ``v = momentum * v + g`` (``v`` starts as ``g``, kept in ``state["velocity"]``) and
-        ``g = v``, or ``g + momentum * v`` with Nesterov; then ``p -= lr * g``. ``lr`` is a
-        0-d array of the parameters' dtype.
-
-        Updates are augmented assignments: in place where arrays are writable, a new array
-        bound to the parameter where they are not (JAX).
-        """
+        ``v = momentum * v + g`` (``state["velocity"]``, from zero) and ``g = v``, or
+        ``g + momentum * v`` with Nesterov; then ``p -= lr * g``."""
+        lr = scalars.lr
         if not (momentum or weight_decay):  # plain gradient descent
             for p in params:
                 p.value -= lr * p.grad
@@ -175,10 +271,9 @@ class Kernels:
                 g = g + weight_decay * p.value
             if momentum:
                 if "velocity" not in state:
-                    state["velocity"] = g * 1.0
-                else:
-                    state["velocity"] *= momentum
-                    state["velocity"] += g
+                    state["velocity"] = self.xp.zeros_like(g)
+                state["velocity"] *= momentum
+                state["velocity"] += g
                 g = g + momentum * state["velocity"] if nesterov else state["velocity"]
             p.value -= lr * g
 
@@ -186,30 +281,85 @@ class Kernels:
         self,
         params: Sequence[Parameter],
         states: Sequence[dict[str, Any]],
-        step: int,
-        lr: float,
+        scalars: Scalars,
         beta1: float,
         beta2: float,
         eps: float,
         weight_decay: float,
     ) -> None:
-        """Step ``step`` (from 1) of Adam with PyTorch's bias corrections, for each parameter:
-        ``m = beta1 m + (1 - beta1) g``, ``v = beta2 v + (1 - beta2) g^2`` (both start at
-        zero; kept in ``state["m"]`` and ``state["v"]``), ``p *= 1 - lr * weight_decay``
-        (decoupled decay), ``p -= lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)``."""
-        step_size = lr / (1.0 - beta1**step)
-        root_correction = 1.0 / math.sqrt(1.0 - beta2**step)
-        sqrt = self.xp.sqrt
+        """One step of Adam with PyTorch's bias corrections, counting ``scalars.t`` up first:
+        ``m = beta1 m + (1 - beta1) g``, ``v = beta2 v + (1 - beta2) g^2`` (``state["m"]``,
+        ``state["v"]``, from zero), ``p *= 1 - lr * weight_decay`` (decoupled decay),
+        ``p -= lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)``."""
+        xp = self.xp
+        scalars.t += 1
+        t, lr = scalars.t, scalars.lr
+        one = xp.ones_like(t)
+        step_size = lr / (one - xp.pow(one * beta1, t))
+        root_correction = one / xp.sqrt(one - xp.pow(one * beta2, t))
+        shrink = one - lr * weight_decay if weight_decay else None
         for p, state in zip(params, states):
             g = p.grad
             if not state:
-                state["m"] = g * (1.0 - beta1)
-                state["v"] = g * g * (1.0 - beta2)
-            else:
-                state["m"] *= beta1
-                state["m"] += (1.0 - beta1) * g
-                state["v"] *= beta2
-                state["v"] += (1.0 - beta2) * (g * g)
+                state["m"], state["v"] = xp.zeros_like(g), xp.zeros_like(g)
+            state["m"] *= beta1
+            state["m"] += (1.0 - beta1) * g
+            state["v"] *= beta2
+            state["v"] += (1.0 - beta2) * (g * g)
             if weight_decay:
-                p.value *= 1.0 - lr * weight_decay
-            p.value -= step_size * state["m"] / (sqrt(state["v"]) * root_correction + eps)
+                p.value *= shrink
+            p.value -= step_size * state["m"] / (xp.sqrt(state["v"]) * root_correction + eps)
+
+    def rmsprop(
+        self,
+        params: Sequence[Parameter],
+        states: Sequence[dict[str, Any]],
+        scalars: Scalars,
+        rho: float,
+        eps: float,
+        momentum: float,
+        centered: bool,
+        weight_decay: float,
+    ) -> None:
+        """One RMSprop step as PyTorch's (see ``polynn.optimizers.RMSprop``)."""
+        xp, lr = self.xp, scalars.lr
+        for p, state in zip(params, states):
+            g = p.grad if not weight_decay else p.grad + weight_decay * p.value
+            if not state:
+                state["square_avg"] = xp.zeros_like(g)
+                if centered:
+                    state["grad_avg"] = xp.zeros_like(g)
+                if momentum:
+                    state["momentum"] = xp.zeros_like(g)
+            state["square_avg"] *= rho
+            state["square_avg"] += (1.0 - rho) * (g * g)
+            if centered:
+                state["grad_avg"] *= rho
+                state["grad_avg"] += (1.0 - rho) * g
+                avg = state["square_avg"] - state["grad_avg"] * state["grad_avg"]
+            else:
+                avg = state["square_avg"]
+            update = g / (xp.sqrt(avg) + eps)
+            if momentum:
+                state["momentum"] *= momentum
+                state["momentum"] += update
+                update = state["momentum"]
+            p.value -= lr * update
+
+    def adagrad(
+        self,
+        params: Sequence[Parameter],
+        states: Sequence[dict[str, Any]],
+        scalars: Scalars,
+        eps: float,
+        initial_accumulator: float,
+        weight_decay: float,
+    ) -> None:
+        """One Adagrad step as PyTorch's (see ``polynn.optimizers.Adagrad``)."""
+        xp, lr = self.xp, scalars.lr
+        for p, state in zip(params, states):
+            g = p.grad if not weight_decay else p.grad + weight_decay * p.value
+            if not state:
+                state["sum"] = xp.full_like(g, initial_accumulator)
+            state["sum"] += g * g
+            p.value -= lr * (g / (xp.sqrt(state["sum"]) + eps))

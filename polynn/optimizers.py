@@ -1,11 +1,17 @@
 """Optimizers. Their update rules are primitives of the kernel seam (``polynn.kernels``:
-``Kernels.sgd`` and ``Kernels.adam``), in place where the namespace's arrays are writable
-(NumPy, CuPy, array-api-strict), and as a new array bound to the same parameter where they
-are not.
+``Kernels.sgd``, ``adam``, ``rmsprop``, ``adagrad``, and ``clip``), in place where the
+namespace's arrays are writable (NumPy, CuPy, array-api-strict), and as a new array bound to
+the same parameter where they are not.
 
-State (momentum, moments) is created lazily from the first gradients, so it lives on the
-parameters' own backend and device. ``lr`` is read at every step: changing it between epochs
-(from a callback, say) is a learning-rate schedule that keeps the state.
+A step has a host part and a device part: ``prepare`` counts the step and sets the rate (a
+schedule's, or ``lr`` as a callback left it), writing it into the device scalars
+(``polynn.kernels.Scalars``) only when it changed; ``apply`` clips the gradients and updates
+the parameters on the device, reading nothing back. ``step`` does both. A compiled training
+step runs ``apply`` inside it and ``prepare`` before each replay.
+
+State (momentum, moments) is created on the first update, on the parameters' own backend and
+device. ``lr`` is read at every step: changing it between epochs (from a callback, say) is a
+learning-rate schedule that keeps the state.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 from polynn._checks import number, unknown_name
 from polynn.backends import Backend
 from polynn.errors import PolynnTypeError, PolynnValueError
+from polynn.kernels import Scalars
 from polynn.layers import Parameter
 from polynn.schedules import Schedule
 
@@ -44,12 +51,14 @@ def _positive(value: Any, owner: str, what: str) -> float | None:
 
 class Optimizer:
     """Base class: ``bind`` hands over the parameters, ``step`` applies their gradients.
+    Subclasses implement ``update`` (one update of every parameter through the kernels) and
+    name their state arrays.
 
     ``lr`` is a number or a schedule (``polynn.schedules``). ``clipnorm`` rescales the
     gradients so that their global norm over all parameters is at most ``clipnorm`` (as
     PyTorch's ``clip_grad_norm_``: by ``clipnorm / (norm + 1e-6)`` where that is below 1);
     ``clipvalue`` clips each gradient element to ``[-clipvalue, clipvalue]``; with both, values
-    are clipped first. Subclasses implement ``step`` and name their state arrays.
+    are clipped first.
     """
 
     def __init__(
@@ -80,14 +89,15 @@ class Optimizer:
         #: Steps taken and epochs finished: what a schedule counts, kept in model files.
         self.iterations = 0
         self.epochs = 0
-        self._lr_seen: float | None = None
-        self._lr_0d: Any = None
+        #: The rate and the count of updates on the device (made by ``bind``).
+        self.scalars: Scalars | None = None
 
     def bind(self, params: Sequence[Parameter], backend: Backend) -> None:
         """Train ``params`` (arrays of ``backend``) from now on, with its kernels.
 
         Binding the parameters already bound keeps the state, so a second ``fit`` continues
-        where the first stopped.
+        where the first stopped. The device scalars are written from ``lr`` and
+        ``iterations`` (which a file or the user may have set).
         """
         self.xp, self.kernels = backend.xp, backend.kernels
         params = tuple(params)
@@ -96,70 +106,71 @@ class Optimizer:
             self.state = [{} for _ in params]
             self.iterations = 0
             self.epochs = 0
-            self._lr_seen = None
+            self.scalars = None
+        if self.scalars is None and params:
+            like = params[0].value
+            self.scalars = Scalars(self.xp, like.dtype, backend.device, backend.inplace)
+        if self.scalars is not None:
+            self.scalars.set(self.lr, self.iterations)
 
     def step(self) -> None:
+        """One update of the parameters from their gradients: ``prepare``, then ``apply``."""
+        self.prepare()
+        self.apply()
+
+    def prepare(self) -> None:
+        """The host's part of a step: a per-step schedule's rate, the step count, and the
+        rate written to the device if it changed."""
+        if self.schedule is not None and self.schedule.per == "step":
+            self.lr = self.schedule(self.iterations)
+        self.iterations += 1
+        if self.scalars is not None:
+            self.scalars.set(self.lr)
+
+    def apply(self) -> None:
+        """The device's part of a step: clip the gradients, then update the parameters."""
+        if not self.params:
+            return
+        if self.clipvalue is not None or self.clipnorm is not None:
+            self.clip()
+        self.update()
+
+    def clip(self) -> None:
+        """Clip the gradients as ``clipvalue`` and ``clipnorm`` say (no host round trip)."""
+        self.kernels.clip(self.params, self.clipvalue, self.clipnorm)
+
+    def update(self) -> None:
+        """One update of every parameter through the kernels (the rule of a subclass)."""
         raise NotImplementedError
 
     def updater(self) -> Callable[[], None]:
-        """What a training step calls after the backward pass: ``step`` itself, or with the
-        schedule's rate for this step set and the gradients clipped first."""
-        per_step = self.schedule is not None and self.schedule.per == "step"
-        if not per_step and self.clipnorm is None and self.clipvalue is None:
-            return self.step
-
-        def update() -> None:
-            if per_step:
-                self.lr = self.schedule(self.iterations)
-            self.clip()
-            self.step()
-
-        return update
+        """What a training step calls after the backward pass (``step``)."""
+        return self.step
 
     def start_epoch(self) -> None:
         """Set the rate of a schedule that counts epochs (called before each epoch)."""
         if self.schedule is not None and self.schedule.per == "epoch":
             self.lr = self.schedule(self.epochs)
 
-    def clip(self) -> None:
-        """Clip the gradients as ``clipvalue`` and ``clipnorm`` say (no host round trip)."""
-        xp = self.xp
-        if self.clipvalue is not None:
-            for p in self.params:
-                p.grad = xp.clip(p.grad, -self.clipvalue, self.clipvalue)
-        if self.clipnorm is not None and self.params:
-            squares = xp.stack([xp.sum(p.grad * p.grad) for p in self.params])
-            scale = xp.clip(self.clipnorm / (xp.sqrt(xp.sum(squares)) + 1e-6), max=1.0)
-            for p in self.params:
-                p.grad = p.grad * scale
-
     def reset(self) -> None:
         """Forget the state (momentum, moments, step count): the next step starts afresh."""
         self.state = [{} for _ in self.params]
         self.iterations = 0
+        if self.scalars is not None:
+            self.scalars.set(self.lr, 0)
 
     def copy_for(self, params: Sequence[Parameter], backend: Backend) -> Optimizer:
         """A copy with the same settings and state, bound to ``params`` on ``backend`` (the
         parameters of a model moved with ``Sequential.to``)."""
         optimizer = copy.copy(self)
-        optimizer.params = ()
+        optimizer.params, optimizer.scalars = (), None
         optimizer.bind(params, backend)
         optimizer.iterations, optimizer.epochs = self.iterations, self.epochs
+        optimizer.bind(params, backend)  # the device count from the copied one
         optimizer.state = [
             {key: backend.adopt(value) for key, value in state.items()} for state in self.state
         ]
         return optimizer
-
-    def _lr(self) -> Any:
-        """``lr`` as a 0-d array of the parameters' dtype and device, made again only when
-        ``lr`` changes. NumPy multiplies a small array by a 0-d array of its dtype about
-        0.25 us faster than by a Python float; plain SGD does one such product per parameter.
-        """
-        if self._lr_seen != self.lr:
-            like = self.params[0].value
-            self._lr_0d = self.xp.asarray(self.lr, dtype=like.dtype, device=like.device)
-            self._lr_seen = self.lr
-        return self._lr_0d
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments (``lr``: the schedule object, or the current rate)."""
@@ -200,12 +211,9 @@ class SGD(Optimizer):
             raise PolynnValueError("SGD nesterov=True needs momentum > 0; got momentum=0.")
         self.nesterov = bool(nesterov)
 
-    def step(self) -> None:
-        if not self.params:
-            return
-        self.iterations += 1
+    def update(self) -> None:
         self.kernels.sgd(
-            self.params, self.state, self._lr(), self.momentum, self.nesterov, self.weight_decay
+            self.params, self.state, self.scalars, self.momentum, self.nesterov, self.weight_decay
         )
 
     def get_config(self) -> dict[str, Any]:
@@ -242,13 +250,11 @@ class Adam(Optimizer):
         self.eps = number(eps, f"{name} eps", 0.0, low_open=True)
         self.weight_decay = number(weight_decay, f"{name} weight_decay", 0.0)
 
-    def step(self) -> None:
-        self.iterations += 1
+    def update(self) -> None:
         self.kernels.adam(
             self.params,
             self.state,
-            self.iterations,
-            self.lr,
+            self.scalars,
             self.beta1,
             self.beta2,
             self.eps,
@@ -309,31 +315,17 @@ class RMSprop(Optimizer):
         self.centered = bool(centered)
         self.weight_decay = number(weight_decay, "RMSprop weight_decay", 0.0)
 
-    def step(self) -> None:
-        self.iterations += 1
-        xp, rho, lr = self.xp, self.rho, self._lr()
-        for p, state in zip(self.params, self.state):
-            g = p.grad if not self.weight_decay else p.grad + self.weight_decay * p.value
-            if not state:
-                state["square_avg"] = xp.zeros_like(g)
-                if self.centered:
-                    state["grad_avg"] = xp.zeros_like(g)
-                if self.momentum:
-                    state["momentum"] = xp.zeros_like(g)
-            state["square_avg"] *= rho
-            state["square_avg"] += (1.0 - rho) * (g * g)
-            if self.centered:
-                state["grad_avg"] *= rho
-                state["grad_avg"] += (1.0 - rho) * g
-                avg = state["square_avg"] - state["grad_avg"] * state["grad_avg"]
-            else:
-                avg = state["square_avg"]
-            update = g / (xp.sqrt(avg) + self.eps)
-            if self.momentum:
-                state["momentum"] *= self.momentum
-                state["momentum"] += update
-                update = state["momentum"]
-            p.value -= lr * update
+    def update(self) -> None:
+        self.kernels.rmsprop(
+            self.params,
+            self.state,
+            self.scalars,
+            self.rho,
+            self.eps,
+            self.momentum,
+            self.centered,
+            self.weight_decay,
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -365,15 +357,15 @@ class Adagrad(Optimizer):
         self.initial_accumulator = number(initial_accumulator, "Adagrad initial_accumulator", 0.0)
         self.weight_decay = number(weight_decay, "Adagrad weight_decay", 0.0)
 
-    def step(self) -> None:
-        self.iterations += 1
-        xp, lr = self.xp, self._lr()
-        for p, state in zip(self.params, self.state):
-            g = p.grad if not self.weight_decay else p.grad + self.weight_decay * p.value
-            if not state:
-                state["sum"] = xp.full_like(g, self.initial_accumulator)
-            state["sum"] += g * g
-            p.value -= lr * (g / (xp.sqrt(state["sum"]) + self.eps))
+    def update(self) -> None:
+        self.kernels.adagrad(
+            self.params,
+            self.state,
+            self.scalars,
+            self.eps,
+            self.initial_accumulator,
+            self.weight_decay,
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import polynn as pn
-from polynn.kernels import ACTIVATIONS, Kernels
-from polynn.layers import Parameter
+from polynn.kernels import ACTIVATIONS, Kernels, Scalars
+from polynn.layers import Fused, Parameter
 
 # Relative tolerances against float64 references: float32 rounding, and float64's.
 RTOL = {"float32": 2e-6, "float64": 1e-13}
@@ -117,13 +117,11 @@ def adam_reference(w, grads, lr, b1, b2, eps, decay):
 def run_updates(kernels, backend, dtype, which, settings, w, grads):
     """Apply ``grads`` in turn through ``kernels``' update ``which``; the final weights."""
     p, state = Parameter(on(backend, w, dtype), "W"), {}
-    lr = backend.xp.asarray(settings["lr"], dtype=backend.dtype(dtype), device=backend.device)
-    for t, g in enumerate(grads, start=1):
+    scalars = Scalars(backend.xp, backend.dtype(dtype), backend.device, backend.inplace)
+    scalars.set(settings["lr"], 0)
+    for g in grads:
         p.grad = on(backend, g, dtype)
-        if which == "sgd":
-            kernels.sgd([p], [state], lr, *settings["args"])
-        else:
-            kernels.adam([p], [state], t, settings["lr"], *settings["args"])
+        getattr(kernels, which)([p], [state], scalars, *settings["args"])
     return pn.to_numpy(p.value)
 
 
@@ -205,13 +203,25 @@ def test_fast_optimizer_updates_equal_the_default(backend, name, dtype):
 
 
 # -- the kernels inside a model ------------------------------------------------------------
-def test_activations_after_a_dense_run_inside_it(backend):
+def test_activations_after_a_dense_run_with_it(backend):
     net = pn.Sequential(
         pn.Dense(3, 4), pn.ReLU(), pn.Tanh(), pn.Dense(4, 2), pn.Sigmoid(), backend=backend
     )
     dense1, relu, tanh, dense2, sigmoid = net.layers
-    assert dense1.activation is relu and dense2.activation is sigmoid
-    assert net._layers == [dense1, tanh, dense2]
+    first, middle, last = net._layers
+    assert isinstance(first, Fused) and (first.layer, first.activation) == (dense1, relu)
+    assert middle is tanh
+    assert isinstance(last, Fused) and (last.layer, last.activation) == (dense2, sigmoid)
+
+
+def test_a_dense_layer_alone_computes_itself_alone(backend):
+    """In a model the ReLU after a Dense runs with it; the Dense's own forward is x @ W + b."""
+    net = pn.Sequential(pn.Dense(3, 4), pn.ReLU(), pn.Dense(4, 2), backend=backend, seed=0)
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    W, b = net.get_weights()[:2]
+    got = pn.to_numpy(net.layers[0].forward(backend.from_numpy(X, "float32")))
+    np.testing.assert_allclose(got, X @ W + b, rtol=1e-5, atol=1e-6)
+    assert (got < 0).any()
 
 
 def test_a_stack_of_activations_trains_like_the_reference(backend):

@@ -15,6 +15,7 @@ from polynn.layers.conv import Conv1D, GlobalAveragePool1D, MaxPool1D
 from polynn.layers.core import (
     Activation,
     Dense,
+    Fused,
     Identity,
     Layer,
     LeakyReLU,
@@ -44,6 +45,7 @@ __all__ = [
     "Dropout",
     "ELU",
     "Flatten",
+    "Fused",
     "GELU",
     "GlobalAveragePool1D",
     "Identity",

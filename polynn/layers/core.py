@@ -16,10 +16,12 @@ from polynn._checks import integer, number
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
 from polynn.errors import PolynnTypeError, PolynnValueError
+from polynn.kernels import Act
 
 __all__ = [
     "Activation",
     "Dense",
+    "Fused",
     "Identity",
     "Layer",
     "LeakyReLU",
@@ -156,9 +158,9 @@ class Dense(Layer):
     """Fully connected layer: ``y = x @ W + b`` with ``W`` of shape (in, out), ``b`` (out,).
 
     ``init`` is ``"glorot_uniform"``, ``"he_normal"`` or ``None``: Glorot before sigmoid,
-    tanh and the rest, He before the ReLU family. An activation right after a Dense runs
-    inside it (``fuse``): the bias add and the activation are one kernel where the backend
-    has one.
+    tanh and the rest, He before the ReLU family. Its ``forward`` is this layer alone; in a
+    model, an activation right after it runs with it (``Fused``), the bias add and the
+    activation in one kernel, or in the matrix product's epilogue, where the backend has one.
     """
 
     INITS = ("glorot_uniform", "he_normal")
@@ -171,8 +173,6 @@ class Dense(Layer):
         self.init_name = init
         #: False for a network's first layer: its input gradient is never used.
         self.need_input_grad = True
-        #: The activation fused into this layer, if any.
-        self.activation: Activation | None = None
 
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         super().build(backend, dtype, rng, init)
@@ -191,10 +191,7 @@ class Dense(Layer):
         b = backend.from_numpy(rng.zeros(self.out_features), dtype)
         self.W, self.b = Parameter(W, "W"), Parameter(b, "b")
         self.params = (self.W, self.b)
-        self._bias_grad = backend.kernels.bias_grad
-        #: The half type of a mixed-precision model: NumPy computes bfloat16 matrix products
-        #: in float32, so they are cast back to it.
-        self._half = None if self.compute_dtype == dtype else self.compute_dtype
+        self._dense, self._dense_backward = backend.kernels.dense, backend.kernels.dense_backward
 
     def param_shapes(self) -> list[tuple[int, ...]]:
         return [(self.in_features, self.out_features), (self.out_features,)]
@@ -211,37 +208,43 @@ class Dense(Layer):
             )
         return (self.out_features,)
 
-    def fuse(self, activation: Activation) -> None:
-        """Apply ``activation`` (built on the same backend) to this layer's output from now
-        on; the model then skips the activation layer itself."""
-        self.activation = activation
-        self._act, self._act_grad = activation.kernel
-
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Any, act: Act | None = None) -> Any:
+        """``x @ W + b``; with ``act`` (how ``Fused`` runs it), that activation of it."""
         self._x = x
-        z = x @ self.W.value
-        if self._half is not None:
-            z = self.xp.astype(z, self._half, copy=False)
-        if self.activation is None:
-            return z + self.b.value
-        y, self._saved = self._act(z, self.b.value)
+        y, self._saved = self._dense(x, self.W.value, self.b.value, act)
         return y
 
-    def backward(self, grad: Any) -> Any:
-        if self.activation is not None:
-            grad = self._act_grad(grad, self._saved)
-        self.W.grad = self._x.T @ grad
-        self.b.grad = self._bias_grad(grad)
-        if not self.need_input_grad:
-            return None
-        grad = grad @ self.W.value.T
-        return grad if self._half is None else self.xp.astype(grad, self._half, copy=False)
+    def backward(self, grad: Any, act: Act | None = None) -> Any:
+        return self._dense_backward(
+            grad, self._x, self.W, self.b, self._saved, act, self.need_input_grad
+        )
 
     def get_config(self) -> dict[str, Any]:
         config = {"in_features": self.in_features, "out_features": self.out_features}
         if self.init_name is not None:
             config["init"] = self.init_name
         return config
+
+
+class Fused(Layer):
+    """A layer and the activation right after it, as one step of a model's run (``fuse``
+    makes them): ``layer.forward(x, act)``, so that the bias add and the activation are one
+    kernel, or the epilogue of the layer's matrix product. Each of the two layers on its own
+    still computes itself alone."""
+
+    def __init__(self, layer: Layer, activation: Activation) -> None:
+        self.layer, self.activation = layer, activation
+        self.params = layer.params
+        self._act = activation.act
+
+    def forward(self, x: Any) -> Any:
+        return self.layer.forward(x, self._act)
+
+    def backward(self, grad: Any) -> Any:
+        return self.layer.backward(grad, self._act)
+
+    def __repr__(self) -> str:
+        return f"Fused({self.layer!r}, {self.activation!r})"
 
 
 class Identity(Layer):
@@ -257,8 +260,8 @@ class Identity(Layer):
 class Activation(Layer):
     """An elementwise activation, computed by the backend's kernels (``polynn.kernels``).
 
-    Subclasses name their kernel in ``kind``. After a ``Dense`` the activation runs inside
-    that layer (see ``Dense.fuse``); elsewhere it runs on its own.
+    Subclasses name their kernel in ``kind``. In a model, right after a ``Dense`` it runs
+    with that layer (``Fused``); elsewhere, and called on its own, it runs alone.
     """
 
     kind: ClassVar[str]
@@ -267,6 +270,8 @@ class Activation(Layer):
         super().build(backend, dtype, rng, init)
         #: ``(forward, backward)`` from the backend's kernels, in the compute dtype.
         self.kernel = backend.kernels.activation(self.kind, self.compute_dtype, **self.get_config())
+        #: The same, as a layer before it runs it (``Fused``).
+        self.act = Act(self.kind, *self.kernel, self.get_config().get("negative_slope", 0.01))
 
     def forward(self, x: Any) -> Any:
         y, self._saved = self.kernel[0](x, None)
@@ -342,18 +347,17 @@ def init_hint(layers: Sequence[Layer], i: int, default: str = "glorot_uniform") 
 
 
 def fuse(layers: Sequence[Layer]) -> list[Layer]:
-    """The layers a model runs, once built: each activation right after a Dense is fused
-    into it (``Dense.fuse``) and left out."""
+    """The layers a model runs: each activation right after a layer that can run it (a Dense)
+    joins that layer in a ``Fused`` step. The layers themselves are left as they are."""
     run: list[Layer] = []
     for layer in layers:
         previous = run[-1] if run else None
         plain = type(layer).forward is Activation.forward and (
             type(layer).backward is Activation.backward
         )  # a subclass that overrides them runs as it is written
-        if isinstance(layer, Activation) and plain and isinstance(previous, Dense):
-            if previous.activation is None:
-                previous.fuse(layer)
-                continue
+        if isinstance(layer, Activation) and plain and type(previous) is Dense:
+            run[-1] = Fused(previous, layer)
+            continue
         run.append(layer)
     return run
 

@@ -40,11 +40,11 @@ if mode == "bad-data" and dist.rank == 1:
 if mode == "failing-step" and dist.rank == 1:
     forward, calls = net.layers[0].forward, []
 
-    def failing(x):
+    def failing(x, *act):  # a Dense runs the activation after it as forward(x, act)
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("this layer broke on rank 1")
-        return forward(x)
+        return forward(x, *act)
 
     net.layers[0].forward = failing
 report: dict = {"rank": dist.rank, "size": dist.size}
