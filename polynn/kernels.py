@@ -18,6 +18,9 @@ The primitives:
   the matrix products of a ``Dense`` (and of a ``Conv1D`` on its windows). ``act`` is an
   ``Act`` (or None): a Dense followed by an activation runs them together, which is where a
   backend puts the bias and the activation into the product's epilogue.
+- ``windows(x, size, stride, padding, count)`` and ``unwindows(...)``: a Conv1D's windows of
+  its (rows, length, channels) input, one row of ``size * channels`` values per window, and
+  the gradient of the input from the windows' gradients (the ``im2col`` of a convolution).
 - ``bias_grad(grad)``: the sum of ``grad`` over its rows.
 - ``softmax_cross_entropy(logits, target)``: the mean loss and its gradient.
 - ``sgd``, ``adam``, ``rmsprop``, ``adagrad`` and ``clip``: one update of every parameter,
@@ -34,10 +37,58 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 if TYPE_CHECKING:
     from polynn.layers import Parameter
 
-__all__ = ["ACTIVATIONS", "Act", "Backward", "Forward", "Kernels", "Scalars"]
+__all__ = [
+    "ACTIVATIONS",
+    "Act",
+    "Backward",
+    "Forward",
+    "Kernels",
+    "Scalars",
+    "out_length",
+    "pad",
+    "spread",
+    "taps",
+]
 
 Forward = Callable[[Any, Any], tuple[Any, Any]]
 Backward = Callable[[Any, Any], Any]
+
+
+def out_length(length: int, size: int, stride: int) -> int:
+    """The number of windows of ``size`` with ``stride`` in ``length`` positions."""
+    return (length - size) // stride + 1
+
+
+def taps(x: Any, size: int, stride: int, count: int) -> list[Any]:
+    """``x[:, k + stride * j, :]`` for ``j < count``, one array for each offset ``k < size``."""
+    last = stride * (count - 1) + 1
+    return [x[:, k : k + last : stride, :] for k in range(size)]
+
+
+def pad(xp: Any, device: Any, x: Any, before: int, after: int) -> Any:
+    """``x`` with ``before`` and ``after`` zero positions along the length axis."""
+    n, _, c = x.shape
+    parts = [xp.zeros((n, before, c), dtype=x.dtype, device=device)] if before else []
+    parts.append(x)
+    if after:
+        parts.append(xp.zeros((n, after, c), dtype=x.dtype, device=device))
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+
+
+def spread(xp: Any, device: Any, grads: list[Any], stride: int, length: int) -> Any:
+    """The inverse of ``taps`` for gradients: each offset's gradient put back at the
+    positions it was read from, zeros elsewhere, summed over the offsets."""
+    n, count, c = grads[0].shape
+    last = stride * (count - 1) + 1
+    total = None
+    for k, g in enumerate(grads):
+        if stride > 1:  # j -> stride * j: interleave stride - 1 zero rows after each row
+            gaps = xp.zeros((n, count, stride - 1, c), dtype=g.dtype, device=device)
+            g = xp.concat([xp.expand_dims(g, axis=2), gaps], axis=2)
+            g = xp.reshape(g, (n, count * stride, c))[:, :last, :]
+        g = pad(xp, device, g, k, length - k - last)
+        total = g if total is None else total + g
+    return total
 
 
 class Act(NamedTuple):
@@ -64,6 +115,17 @@ class Scalars:
         self.lr = xp.zeros((), dtype=dtype, device=device)
         self.t = xp.zeros((), dtype=dtype, device=device)
         self._lr_seen: float | None = None
+        #: A backend's flat buffers of the parameters and their state (CuPy's arena), made
+        #: by its kernels on the first update; None where it has none.
+        self.arena: Any = None
+        self._scratch: Any = None
+
+    def scratch(self, size: int) -> Any:
+        """A 1-d array of ``size`` values on the device that kernels may use between the
+        steps' launches (the same array every time)."""
+        if self._scratch is None or self._scratch.shape[0] < size:
+            self._scratch = self.xp.zeros(size, dtype=self.dtype, device=self.device)
+        return self._scratch
 
     def set(self, lr: float, t: int | None = None) -> None:
         """Write the rate (only when it changed since the last call) and, if given, the
@@ -198,17 +260,46 @@ class Kernels:
         act: Act | None,
         input_grad: bool = True,
     ) -> Any:
-        """The gradients of ``dense(x, W.value, b.value, act)`` given ``grad``, the gradient
-        of its output (which may be overwritten): ``W.grad`` and ``b.grad`` are set, and the
-        gradient of ``x`` is returned (None for ``input_grad=False``)."""
+        """The gradients of ``dense(x, W2, b.value, act)`` given ``grad``, the gradient of
+        its output (which may be overwritten): ``W.grad`` and ``b.grad`` are set, and the
+        gradient of ``x`` is returned (None for ``input_grad=False``). ``W2`` is ``W.value``
+        as a matrix: the value itself for a Dense, (kernel_size * in, out) for a Conv1D."""
         if act is not None:
             grad = act.backward(grad, saved)
-        W.grad = x.T @ grad
+        xp, Wv = self.xp, W.value
+        dW = x.T @ grad
+        W.grad = dW if Wv.ndim == 2 else xp.reshape(dW, Wv.shape)  # a Conv1D's (k, in, out)
         b.grad = self.bias_grad(grad)
         if not input_grad:
             return None
-        dx = grad @ W.value.T
-        return dx if dx.dtype == W.value.dtype else self.xp.astype(dx, W.value.dtype)
+        W2 = Wv if Wv.ndim == 2 else xp.reshape(Wv, (-1, Wv.shape[-1]))
+        dx = grad @ W2.T
+        return dx if dx.dtype == Wv.dtype else xp.astype(dx, Wv.dtype)
+
+    # -- a Conv1D's windows --------------------------------------------------------------
+    def windows(self, x: Any, size: int, stride: int, padding: int, count: int) -> Any:
+        """The ``count`` windows of ``size`` positions, ``stride`` apart, of ``x`` (rows,
+        length, channels) zero-padded by ``padding`` at both ends: an array (rows * count,
+        size * channels), each window's positions one after another. Slices of the padded
+        input joined along the channels (no in-place scatter: immutable JAX too)."""
+        xp = self.xp
+        x = pad(xp, self.device, x, padding, padding)
+        cols = taps(x, size, stride, count)
+        cols = cols[0] if len(cols) == 1 else xp.concat(cols, axis=2)
+        return xp.reshape(cols, (x.shape[0] * count, size * x.shape[2]))
+
+    def unwindows(
+        self, cols: Any, size: int, stride: int, padding: int, count: int, length: int
+    ) -> Any:
+        """The gradient of ``windows``' input (rows, ``length``, channels) from the gradient
+        ``cols`` of its output: each window position's gradient added back where it was
+        read from."""
+        xp = self.xp
+        channels = cols.shape[1] // size
+        cols = xp.reshape(cols, (cols.shape[0] // count, count, size * channels))
+        parts = [cols[:, :, i * channels : (i + 1) * channels] for i in range(size)]
+        dx = spread(xp, self.device, parts, stride, length + 2 * padding)
+        return dx[:, padding : padding + length, :]
 
     # -- gradients --------------------------------------------------------------------------
     def bias_grad(self, grad: Any) -> Any:
@@ -233,11 +324,16 @@ class Kernels:
     # which gives the first step's values exactly (0 * m + g == g).
 
     def clip(
-        self, params: Sequence[Parameter], clipvalue: float | None, clipnorm: float | None
+        self,
+        params: Sequence[Parameter],
+        clipvalue: float | None,
+        clipnorm: float | None,
+        scalars: Scalars | None = None,
     ) -> None:
         """Clip each gradient element to ``[-clipvalue, clipvalue]``, then scale all the
         gradients by ``clipnorm / (norm + 1e-6)`` where that is below 1 (``norm``: their
-        global 2-norm, as PyTorch's ``clip_grad_norm_``). No host round trip."""
+        global 2-norm, as PyTorch's ``clip_grad_norm_``). No host round trip. ``scalars``:
+        the optimizer's, where a backend keeps its flat buffers."""
         xp = self.xp
         if clipvalue is not None:
             for p in params:

@@ -9,8 +9,8 @@ schedule's, or ``lr`` as a callback left it), writing it into the device scalars
 the parameters on the device, reading nothing back. ``step`` does both. A compiled training
 step runs ``apply`` inside it and ``prepare`` before each replay.
 
-State (momentum, moments) is created on the first update, on the parameters' own backend and
-device. ``lr`` is read at every step: changing it between epochs (from a callback, say) is a
+State (momentum, moments) is made when the parameters are bound, on their own backend and
+device (``state_fills`` names it), so that a step only updates arrays that exist. ``lr`` is read at every step: changing it between epochs (from a callback, say) is a
 learning-rate schedule that keeps the state.
 """
 
@@ -99,11 +99,11 @@ class Optimizer:
         where the first stopped. The device scalars are written from ``lr`` and
         ``iterations`` (which a file or the user may have set).
         """
-        self.xp, self.kernels = backend.xp, backend.kernels
+        self.xp, self.kernels, self.device = backend.xp, backend.kernels, backend.device
         params = tuple(params)
         if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
             self.params = params
-            self.state = [{} for _ in params]
+            self.state = self._fresh_state()
             self.iterations = 0
             self.epochs = 0
             self.scalars = None
@@ -112,6 +112,19 @@ class Optimizer:
             self.scalars = Scalars(self.xp, like.dtype, backend.device, backend.inplace)
         if self.scalars is not None:
             self.scalars.set(self.lr, self.iterations)
+
+    def state_fills(self) -> dict[str, float]:
+        """The state arrays each parameter has, by name, and the value each starts at."""
+        return {}
+
+    def _fresh_state(self) -> list[dict[str, Any]]:
+        fills = self.state_fills()
+        xp = self.xp
+        return [
+            {name: xp.full(p.value.shape, fill, dtype=p.value.dtype, device=self.device)
+             for name, fill in fills.items()}
+            for p in self.params
+        ]  # fmt: skip
 
     def step(self) -> None:
         """One update of the parameters from their gradients: ``prepare``, then ``apply``."""
@@ -137,7 +150,7 @@ class Optimizer:
 
     def clip(self) -> None:
         """Clip the gradients as ``clipvalue`` and ``clipnorm`` say (no host round trip)."""
-        self.kernels.clip(self.params, self.clipvalue, self.clipnorm)
+        self.kernels.clip(self.params, self.clipvalue, self.clipnorm, self.scalars)
 
     def update(self) -> None:
         """One update of every parameter through the kernels (the rule of a subclass)."""
@@ -154,7 +167,7 @@ class Optimizer:
 
     def reset(self) -> None:
         """Forget the state (momentum, moments, step count): the next step starts afresh."""
-        self.state = [{} for _ in self.params]
+        self.state = self._fresh_state()
         self.iterations = 0
         if self.scalars is not None:
             self.scalars.set(self.lr, 0)
@@ -211,6 +224,9 @@ class SGD(Optimizer):
             raise PolynnValueError("SGD nesterov=True needs momentum > 0; got momentum=0.")
         self.nesterov = bool(nesterov)
 
+    def state_fills(self) -> dict[str, float]:
+        return {"velocity": 0.0} if self.momentum else {}
+
     def update(self) -> None:
         self.kernels.sgd(
             self.params, self.state, self.scalars, self.momentum, self.nesterov, self.weight_decay
@@ -249,6 +265,9 @@ class Adam(Optimizer):
         self.beta2 = number(beta2, f"{name} beta2", 0.0, 1.0)
         self.eps = number(eps, f"{name} eps", 0.0, low_open=True)
         self.weight_decay = number(weight_decay, f"{name} weight_decay", 0.0)
+
+    def state_fills(self) -> dict[str, float]:
+        return {"m": 0.0, "v": 0.0}
 
     def update(self) -> None:
         self.kernels.adam(
@@ -315,6 +334,14 @@ class RMSprop(Optimizer):
         self.centered = bool(centered)
         self.weight_decay = number(weight_decay, "RMSprop weight_decay", 0.0)
 
+    def state_fills(self) -> dict[str, float]:
+        fills = {"square_avg": 0.0}
+        if self.centered:
+            fills["grad_avg"] = 0.0
+        if self.momentum:
+            fills["momentum"] = 0.0
+        return fills
+
     def update(self) -> None:
         self.kernels.rmsprop(
             self.params,
@@ -356,6 +383,9 @@ class Adagrad(Optimizer):
         self.eps = number(eps, "Adagrad eps", 0.0, low_open=True)
         self.initial_accumulator = number(initial_accumulator, "Adagrad initial_accumulator", 0.0)
         self.weight_decay = number(weight_decay, "Adagrad weight_decay", 0.0)
+
+    def state_fills(self) -> dict[str, float]:
+        return {"sum": self.initial_accumulator}
 
     def update(self) -> None:
         self.kernels.adagrad(

@@ -1,206 +1,486 @@
-"""CuPy's fast paths of the kernel seam: the hot primitives of a step as fused CUDA kernels.
+"""CuPy's fast paths of the kernel seam (``polynn.kernels``).
 
-On an H200 (784-1024-1024-10 ReLU MLP, batch 16384, float32) the plain array API step spends
-1.0 ms of 6.3 in three ``sum(axis=0)`` bias gradients (``ones @ g``: 0.03 ms each), 0.57 ms in
-mask-and-multiply ReLU (one fused kernel: 0.08 ms) and 0.22 ms in separate bias adds. Each
-method here replaces one default of ``polynn.kernels.Kernels`` with one kernel launch where
-the default makes several passes over memory, and computes the same formula in the same
-order: the kernels are compiled with ``--fmad=false`` so that no multiply-add is contracted,
-which keeps them equal to the defaults up to the rounding of the math library's ``tanh``,
-``exp`` and ``log``. ``tests/test_kernels.py`` checks each against the default. In the half
-types of a mixed-precision model the activations compute in float and round once.
+Each method replaces one default of ``Kernels`` and computes the same formula in the same
+order, so ``tests/test_kernels.py`` can check it against the default on the same inputs:
 
-Each kernel is built once per process (``_kernels``); CuPy compiles it once per dtype and
-caches the binary. Nothing here needs more than CuPy.
+- matrix products of Dense and Conv1D through cuBLASLt where nvmath-python is installed
+  (``_cupy_gemm``): the bias and ReLU in the forward product's epilogue, the bias gradient in
+  the weight gradient's; products too small for nvmath's host cost go through CuPy;
+- elementwise work in vectorised kernels (``_cupy_source``): an activation with the bias add
+  before it, an activation's gradient, softmax cross-entropy over few classes;
+- optimizer updates over the flat buffers of an arena (``_cupy_arena``): one kernel for all
+  parameters (two for Adam: its bias corrections are computed on the device first), reading
+  the rate and step count from the device;
+- a Conv1D's windows (``im2col``) and their gradient as one gather kernel each.
+
+The half types of a mixed-precision model keep CuPy's ``ElementwiseKernel`` versions of the
+activations (computed in float, rounded once). Kernels are compiled with ``--fmad=false`` so
+that no multiply-add is contracted, which keeps them equal to the defaults up to the rounding
+of the math library's ``tanh``, ``exp`` and ``log``.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from typing import Any
 
-from polynn.kernels import Backward, Forward, Kernels
+import numpy as np
+
+from polynn.backends import _cupy_gemm
+from polynn.backends._cupy_arena import Arena
+from polynn.backends._cupy_source import ACTIVATION_CODES, SOURCE, names
+from polynn.kernels import Act, Backward, Forward, Kernels, Scalars
 
 _OPTIONS = ("--fmad=false",)
+#: Rows of at most this many classes take the one-thread-a-row cross-entropy kernel.
+XENT_CLASSES = 64
 
-# Each activation: (its value from v = z + b, its gradient from the output u and the incoming
-# gradient d), computed in A: T itself for float32 and float64, float for the half types (a
-# mixed-precision model's activations). Leaky ReLU's factor is recomputed from the output:
-# u > 0 exactly where v > 0, for any slope s >= 0.
-_ACTIVATIONS = {
+# The half types' activations: (value from v = z + b, gradient from the output u and the
+# incoming gradient d), computed in float and rounded once.
+_HALF = {
     "sigmoid": ("h * tanh(h * v) + h", "d * (u * (one - u))"),
     "tanh": ("tanh(v)", "d * (one - u * u)"),
-    "relu": ("v * (A)(v > zero)", "d * (A)(u > zero)"),
-    "leaky_relu": ("v * ((A)(v > zero) * (one - s) + s)", "d * ((A)(u > zero) * (one - s) + s)"),
-}
-_PRELUDE = "typedef {acc} A; const A zero = 0, one = 1, h = 0.5; A s = (A)slope;"
+    "relu": ("v * (float)(v > zero)", "d * (float)(u > zero)"),
+    "leaky_relu": ("v * ((float)(v > zero) * (one - s) + s)", "d * ((float)(u > zero) * (one - s) + s)"),
+}  # fmt: skip
+_HALF_PRELUDE = "const float zero = 0, one = 1, h = 0.5; float s = (float)slope;"
 
 
 @functools.cache
-def _kernels(cupy: Any) -> dict[str, Any]:
-    """Every kernel, built once per process."""
+def _module(cupy: Any) -> Any:
+    """The vectorised kernels, compiled once per process."""
+    return cupy.RawModule(code=SOURCE, options=("--std=c++14", *_OPTIONS), name_expressions=names())
+
+
+@functools.cache
+def _elementwise(cupy: Any) -> dict[str, Any]:
+    """The ``ElementwiseKernel``s: the half types' activations and the flat updates."""
 
     def kernel(inputs: str, outputs: str, body: str, name: str) -> Any:
         return cupy.ElementwiseKernel(inputs, outputs, body, f"polynn_{name}", options=_OPTIONS)
 
     made = {}
-    for act, (value, gradient) in _ACTIVATIONS.items():
-        for acc, suffix in (("T", ""), ("float", "_half")):
-            prelude = _PRELUDE.format(acc=acc)
-            made[f"{act}_forward{suffix}"] = kernel(
-                "T z, T b, T slope",
-                "T y",
-                f"{prelude} A v = (A)z + (A)b; y = (T)({value});",
-                f"bias_{act}{suffix}",
-            )
-            made[f"{act}_backward{suffix}"] = kernel(
-                "T g, T y, T slope",
-                "T gz",
-                f"{prelude} A d = (A)g, u = (A)y; gz = (T)({gradient});",
-                f"{act}_grad{suffix}",
-            )
-    made["ce_grad"] = kernel(
-        "T z, T zmax, T e, T total, T t, T rows",
-        "T grad, T term",
-        "grad = (e / total - t) / rows; term = t * ((z - zmax) - log(total));",
-        "softmax_cross_entropy_grad",
-    )
-    made["exp_shifted"] = kernel("T z, T zmax", "T e", "e = exp(z - zmax);", "exp_shifted")
-    made["sgd"] = kernel("T g, T lr", "T p", "p = p - lr * g;", "sgd")
-    made["sgd_decay"] = kernel("T g, T lr, T wd", "T p", "p = p - lr * (g + wd * p);", "sgd_wd")
-    made["sgd_momentum"] = kernel(
-        "T g, T lr, T mu, T wd, bool decay, bool nesterov, bool first",
-        "T p, T v",
+    for act, (value, gradient) in _HALF.items():
+        made[f"{act}_forward"] = kernel(
+            "T z, T b, T slope", "T y", f"{_HALF_PRELUDE} float v = (float)z + (float)b; "
+            f"y = (T)({value});", f"bias_{act}_half"
+        )  # fmt: skip
+        made[f"{act}_backward"] = kernel(
+            "T g, T y, T slope", "T gz", f"{_HALF_PRELUDE} float d = (float)g, u = (float)y; "
+            f"gz = (T)({gradient});", f"{act}_grad_half"
+        )  # fmt: skip
+    made["sgd"] = kernel("T g, raw T lr", "T p", "p = p - lr[0] * g;", "sgd")
+    made["sgd_full"] = kernel(
+        "T g, raw T lr, T mu, T wd, bool decay, bool momentum, bool nesterov",
+        "T p, raw T v",
         """
         T d = decay ? g + wd * p : g;
-        if (first) { v = d * (T)1; } else { v = v * mu; v = v + d; }
-        d = nesterov ? d + mu * v : v;
-        p = p - lr * d;
+        if (momentum) { T w = v[i] * mu; w = w + d; v[i] = w; d = nesterov ? d + mu * w : w; }
+        p = p - lr[0] * d;
         """,
-        "sgd_momentum",
+        "sgd_full",
+    )
+    made["adam_coefficients"] = kernel(
+        "raw T lr, T b1, T b2, T wd",
+        "T t, raw T coef",
+        """
+        const T one = 1;
+        t = t + one;
+        coef[0] = lr[0] / (one - pow(b1, t));
+        coef[1] = one / sqrt(one - pow(b2, t));
+        coef[2] = one - lr[0] * wd;
+        """,
+        "adam_coefficients",
     )
     made["adam"] = kernel(
-        "T g, T b1, T b2, T c1, T c2, T step_size, T root_correction, T eps, T shrink, "
-        "bool decay, bool first",
+        "T g, raw T coef, T b1, T b2, T c1, T c2, T eps, bool decay",
         "T p, T m, T v",
         """
-        if (first) { m = g * c1; v = g * g * c2; }
-        else { m = m * b1; m = m + c1 * g; v = v * b2; v = v + c2 * (g * g); }
-        if (decay) { p = p * shrink; }
-        p = p - step_size * m / (sqrt(v) * root_correction + eps);
+        m = m * b1; m = m + c1 * g;
+        v = v * b2; v = v + c2 * (g * g);
+        if (decay) { p = p * coef[2]; }
+        p = p - coef[0] * m / (sqrt(v) * coef[1] + eps);
         """,
         "adam",
+    )
+    made["rmsprop"] = kernel(
+        "T g, raw T lr, T rho, T eps, T mu, T wd, bool decay, bool centered, bool momentum",
+        "T p, T sq, raw T ga, raw T buf",
+        """
+        const T one = 1;
+        T d = decay ? g + wd * p : g;
+        sq = sq * rho; sq = sq + (one - rho) * (d * d);
+        T avg = sq;
+        if (centered) { T a = ga[i] * rho; a = a + (one - rho) * d; ga[i] = a; avg = sq - a * a; }
+        T u = d / (sqrt(avg) + eps);
+        if (momentum) { T w = buf[i] * mu; w = w + u; buf[i] = w; u = w; }
+        p = p - lr[0] * u;
+        """,
+        "rmsprop",
+    )
+    made["adagrad"] = kernel(
+        "T g, raw T lr, T eps, T wd, bool decay",
+        "T p, T s",
+        "T d = decay ? g + wd * p : g; s = s + d * d; p = p - lr[0] * (d / (sqrt(s) + eps));",
+        "adagrad",
+    )
+    made["clip_norm"] = kernel(
+        "raw T total, T limit",
+        "T g",
+        "T scale = limit / (sqrt(total[0]) + (T)1e-6); g = g * (scale > (T)1 ? (T)1 : scale);",
+        "clip_norm",
+    )
+    made["sum_of_squares"] = cupy.ReductionKernel(
+        "T x", "T y", "x * x", "a + b", "y = a", "0", "polynn_sum_of_squares"
+    )
+    made["windows"] = kernel(
+        "raw T x, int64 length, int64 channels, int64 size, int64 count, int64 stride, "
+        "int64 padding",
+        "T cols",
+        """
+        const long long c = i % channels, k = (i / channels) % size;
+        const long long j = (i / (channels * size)) % count, r = i / (channels * size * count);
+        const long long pos = j * stride + k - padding;
+        cols = (pos >= 0 && pos < length) ? x[(r * length + pos) * channels + c] : (T)0;
+        """,
+        "windows",
+    )
+    made["unwindows"] = kernel(
+        "raw T cols, int64 length, int64 channels, int64 size, int64 count, int64 stride, "
+        "int64 padding",
+        "T dx",
+        """
+        const long long c = i % channels, pos = (i / channels) % length;
+        const long long r = i / (channels * length);
+        T acc = 0;
+        for (long long k = 0; k < size; ++k) {
+            const long long q = pos + padding - k;
+            if (q < 0 || q % stride != 0) continue;
+            const long long j = q / stride;
+            if (j < count) acc = acc + cols[((r * count + j) * size + k) * channels + c];
+        }
+        dx = acc;
+        """,
+        "unwindows",
     )
     return made
 
 
 class CupyKernels(Kernels):
-    """The array API defaults, with fused CUDA kernels for the hot primitives."""
+    """The array API defaults, with CUDA kernels and cuBLASLt for the hot primitives."""
 
     name = "cupy fused"
 
     def __init__(self, xp: Any, device: Any, cupy: Any, linalg: Any) -> None:
         super().__init__(xp, device)
         self._cupy, self._linalg = cupy, linalg
-        self._k = _kernels(cupy)
         self._ones: dict[tuple[int, Any], Any] = {}
+        self._sms = int(device.attributes["MultiProcessorCount"])
+        advanced = _cupy_gemm.load()
+        #: cuBLASLt through nvmath-python, or None (every product through CuPy).
+        self.gemm = None if advanced is None else _cupy_gemm.Gemm(advanced, self._tf32)
+        if self.gemm is not None:
+            self.name = "cupy fused, cuBLASLt epilogues (nvmath-python)"
 
+    # -- launching ----------------------------------------------------------------------------
+    def _tf32(self) -> bool:
+        linalg = self._linalg
+        return bool(linalg.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_TF32)
+
+    def _vectorised(self, dtype: Any) -> bool:
+        return np.dtype(dtype) in (np.float32, np.float64)
+
+    def _launch(self, kernel: str, dtype: Any, work: int, args: tuple[Any, ...]) -> None:
+        ctype = "float" if np.dtype(dtype) == np.float32 else "double"
+        function = _module(self._cupy).get_function(kernel.replace("T", ctype, 1))
+        blocks = max(1, min(-(-work // 256), self._sms * 16))
+        function((blocks,), (256,), args)
+
+    def _pack(self, dtype: Any, *arrays: Any, cols: int | None = None) -> int:
+        """Values per 16-byte pack where every array is contiguous and aligned to it (and a
+        row of ``cols`` values holds whole packs), else 1."""
+        size = 16 // np.dtype(dtype).itemsize
+        aligned = all(a is None or a.data.ptr % 16 == 0 for a in arrays)
+        return size if aligned and (cols is None or cols % size == 0) else 1
+
+    def _scalar(self, value: float, dtype: Any) -> Any:
+        return np.dtype(dtype).type(value)
+
+    # -- activations --------------------------------------------------------------------------
     def activation(
         self, name: str, dtype: Any, *, negative_slope: float = 0.01
     ) -> tuple[Forward, Backward]:
-        if name not in _ACTIVATIONS:
+        if name not in ACTIVATION_CODES:
             return super().activation(name, dtype, negative_slope=negative_slope)
-        half = "_half" if self._cupy.dtype(dtype).itemsize == 2 else ""
-        forward_kernel = self._k[f"{name}_forward{half}"]
-        backward_kernel = self._k[f"{name}_backward{half}"]
-        slope = self.constant(negative_slope, dtype)
-        zero = self.constant(0.0, dtype)
+        if not self._vectorised(dtype):
+            return self._half_activation(name, dtype, negative_slope)
+        code, slope = ACTIVATION_CODES[name], self._scalar(negative_slope, dtype)
+
+        cupy = self._cupy
 
         def forward(z: Any, b: Any) -> tuple[Any, Any]:
-            if b is None:  # z is another layer's output: leave it alone
-                y = forward_kernel(z, zero, slope)
-            else:  # z is x @ W, made for this call: y takes its memory
-                y = forward_kernel(z, b, slope, z)
+            # With a bias, z is a new product made for this call: y takes its memory.
+            z = cupy.ascontiguousarray(z)
+            y = z if b is not None else cupy.empty_like(z)
+            self._bias_act(z, b, y, code, slope)
             return y, y
 
         def backward(grad: Any, y: Any) -> Any:
-            return backward_kernel(grad, y, slope, grad)  # in place, as the default
+            grad = cupy.ascontiguousarray(grad)
+            self._act_grad(grad, y, code, slope)  # in place, as the default
+            return grad
 
         return forward, backward
 
-    def bias_grad(self, grad: Any) -> Any:
+    def _bias_act(self, z: Any, b: Any, y: Any, code: int, slope: Any) -> None:
+        cols = z.shape[-1] if z.ndim else 1
+        n = self._pack(z.dtype, z, b, y, cols=cols if b is not None else None)
+        bias = np.uint64(0) if b is None else b  # a null pointer: no bias
+        args = (z, bias, y, np.int64(z.size), np.int64(cols), slope)
+        self._launch(f"polynn_bias_act<T, {code}, {n}>", z.dtype, z.size // n, args)
+
+    def _act_grad(self, grad: Any, y: Any, code: int, slope: Any) -> None:
+        n = self._pack(grad.dtype, grad, y)
+        args = (grad, y, grad, np.int64(grad.size), slope)
+        self._launch(f"polynn_act_grad<T, {code}, {n}>", grad.dtype, grad.size // n, args)
+
+    def _half_activation(self, name: str, dtype: Any, slope: float) -> tuple[Forward, Backward]:
+        made = _elementwise(self._cupy)
+        forward_kernel, backward_kernel = made[f"{name}_forward"], made[f"{name}_backward"]
+        slope_, zero = self.constant(slope, dtype), self.constant(0.0, dtype)
+
+        def forward(z: Any, b: Any) -> tuple[Any, Any]:
+            y = forward_kernel(z, zero, slope_) if b is None else forward_kernel(z, b, slope_, z)
+            return y, y
+
+        def backward(grad: Any, y: Any) -> Any:
+            return backward_kernel(grad, y, slope_, grad)
+
+        return forward, backward
+
+    # -- the products of a Dense ---------------------------------------------------------------
+    def dense(self, x: Any, W: Any, b: Any, act: Act | None = None) -> tuple[Any, Any]:
+        relu = act is not None and act.name == "relu"
+        y = None if self.gemm is None else self.gemm.forward(x, W, b, relu)
+        if y is None:
+            return super().dense(x, W, b, act)
+        if act is None:
+            return y, None
+        if not relu:  # the product is this call's own array: the activation runs in place
+            if self._vectorised(y.dtype):
+                code, slope = ACTIVATION_CODES[act.name], self._scalar(act.slope, y.dtype)
+                self._bias_act(y, None, y, code, slope)
+            else:
+                y, _ = act.forward(y, None)
+        return y, y
+
+    def dense_backward(
+        self,
+        grad: Any,
+        x: Any,
+        W: Any,
+        b: Any,
+        saved: Any,
+        act: Act | None,
+        input_grad: bool = True,
+    ) -> Any:
+        if act is not None:
+            grad = act.backward(grad, saved)
+        W2 = W.value if W.value.ndim == 2 else W.value.reshape(-1, W.value.shape[-1])
+        # The last step's gradient arrays (views of the optimizer's arena) take the new ones.
+        same = x.dtype == grad.dtype
+        out = _writable(W.grad, W2.shape, grad.dtype) if same else None
+        made = None if self.gemm is None else self.gemm.weight_grad(x, grad, out, bias=True)
+        if made is not None:
+            dW, db = made
+        else:
+            dW = self._cupy.matmul(x.T, grad, out=out) if out is not None else x.T @ grad
+            db = None
+        if out is None or dW.data.ptr != out.data.ptr:  # else W.grad holds it already
+            W.grad = dW if dW.shape == W.value.shape else dW.reshape(W.value.shape)
+        if db is None:
+            db = self.bias_grad(grad, _writable(b.grad, b.value.shape, grad.dtype))
+        b.grad = db
+        if not input_grad:
+            return None
+        dx = None if self.gemm is None else self.gemm.input_grad(grad, W2)
+        if dx is None:
+            dx = grad @ W2.T
+        return dx if dx.dtype == W2.dtype else dx.astype(W2.dtype)
+
+    def bias_grad(self, grad: Any, out: Any = None) -> Any:
         """``ones @ grad``: cuBLAS's matrix-vector product sums the rows about 14 times
         faster than ``sum(axis=0)`` on a 16384x1024 float32 gradient. It runs in full float32
         also where the model allows TF32 (``matmul_precision="high"``): a sum gains no speed
-        from tensor cores, only rounding."""
+        from tensor cores, only rounding. While a CUDA graph is captured (CuPy's cuBLAS
+        cannot be) the sum is a reduction kernel."""
+        cupy = self._cupy
+        if self.gemm is not None and self.gemm.capturing:
+            return cupy.sum(grad, axis=0, out=out)
         key = (grad.shape[0], grad.dtype)
         ones = self._ones.get(key)
         if ones is None:
-            ones = self._ones[key] = self._cupy.ones(grad.shape[0], dtype=grad.dtype)
+            ones = self._ones[key] = cupy.ones(grad.shape[0], dtype=grad.dtype)
         linalg = self._linalg
         old = linalg.get_compute_type(grad.dtype)
         if old == linalg.COMPUTE_TYPE_DEFAULT:
-            return ones @ grad
+            return cupy.matmul(ones, grad, out=out)
         linalg.set_compute_type(grad.dtype, linalg.COMPUTE_TYPE_DEFAULT)
         try:
-            return ones @ grad
+            return cupy.matmul(ones, grad, out=out)
         finally:
             linalg.set_compute_type(grad.dtype, old)
 
+    # -- a Conv1D's windows -------------------------------------------------------------------
+    def windows(self, x: Any, size: int, stride: int, padding: int, count: int) -> Any:
+        n, length, channels = x.shape
+        cols = self._cupy.empty((n * count, size * channels), dtype=x.dtype)
+        _elementwise(self._cupy)["windows"](
+            self._cupy.ascontiguousarray(x), length, channels, size, count, stride, padding, cols
+        )
+        return cols
+
+    def unwindows(
+        self, cols: Any, size: int, stride: int, padding: int, count: int, length: int
+    ) -> Any:
+        channels = cols.shape[1] // size
+        n = cols.shape[0] // count
+        dx = self._cupy.empty((n, length, channels), dtype=cols.dtype)
+        _elementwise(self._cupy)["unwindows"](
+            self._cupy.ascontiguousarray(cols), length, channels, size, count, stride, padding, dx
+        )
+        return dx
+
+    # -- the loss -------------------------------------------------------------------------------
     def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:
-        zmax = self._cupy.max(logits, axis=1, keepdims=True)
-        e = self._k["exp_shifted"](logits, zmax)
-        total = self._cupy.sum(e, axis=1, keepdims=True)
-        rows = float(logits.shape[0])
-        grad, term = self._k["ce_grad"](logits, zmax, e, total, target, rows)
-        return -self._cupy.sum(term) / rows, grad
+        rows, classes = logits.shape
+        if not (self._vectorised(logits.dtype) and classes <= XENT_CLASSES):
+            return super().softmax_cross_entropy(logits, target)
+        cupy = self._cupy
+        logits, target = cupy.ascontiguousarray(logits), cupy.ascontiguousarray(target)
+        grad = cupy.empty_like(logits)
+        term = cupy.empty(rows, dtype=logits.dtype)
+        self._launch(
+            "polynn_softmax_xent<T>", logits.dtype, rows,
+            (logits, target, grad, term, np.int64(rows), np.int32(classes)),
+        )  # fmt: skip
+        return -cupy.sum(term) / rows, grad
+
+    # -- optimizer updates over the arena ------------------------------------------------------
+    def _arena(self, params: Sequence[Any], scalars: Scalars) -> Arena | None:
+        arena = scalars.arena
+        if arena is None or not arena.holds(params):
+            if not Arena.fits(params):
+                return None
+            arena = scalars.arena = Arena(self._cupy, params)
+        arena.gather()
+        return arena
+
+    def clip(
+        self,
+        params: Sequence[Any],
+        clipvalue: float | None,
+        clipnorm: float | None,
+        scalars: Scalars | None = None,
+    ) -> None:
+        arena = None if scalars is None else self._arena(params, scalars)
+        if arena is None:
+            return super().clip(params, clipvalue, clipnorm)
+        grads, made = arena.grads, _elementwise(self._cupy)
+        if clipvalue is not None:
+            self._cupy.clip(grads, -clipvalue, clipvalue, out=grads)
+        if clipnorm is not None:
+            made["clip_norm"](made["sum_of_squares"](grads), self._scalar(clipnorm, grads.dtype), grads)
 
     def sgd(
         self,
         params: Sequence[Any],
         states: Sequence[dict[str, Any]],
-        lr: Any,
+        scalars: Scalars,
         momentum: float,
         nesterov: bool,
         weight_decay: float,
     ) -> None:
-        k = self._k
-        for p, state in zip(params, states):
-            if momentum:
-                first = "velocity" not in state
-                if first:
-                    state["velocity"] = self._cupy.empty_like(p.value)
-                k["sgd_momentum"](
-                    p.grad, lr, momentum, weight_decay, bool(weight_decay), nesterov, first,
-                    p.value, state["velocity"],
-                )  # fmt: skip
-            elif weight_decay:
-                k["sgd_decay"](p.grad, lr, weight_decay, p.value)
-            else:
-                k["sgd"](p.grad, lr, p.value)
+        arena = self._arena(params, scalars)
+        if arena is None:
+            return super().sgd(params, states, scalars, momentum, nesterov, weight_decay)
+        made, p, g = _elementwise(self._cupy), arena.values, arena.grads
+        if not (momentum or weight_decay):
+            made["sgd"](g, scalars.lr, p)
+            return
+        v = arena.state(states, "velocity") if momentum else p
+        made["sgd_full"](
+            g, scalars.lr, momentum, weight_decay, bool(weight_decay), bool(momentum), nesterov, p, v
+        )  # fmt: skip
 
     def adam(
         self,
         params: Sequence[Any],
         states: Sequence[dict[str, Any]],
-        step: int,
-        lr: float,
+        scalars: Scalars,
         beta1: float,
         beta2: float,
         eps: float,
         weight_decay: float,
     ) -> None:
-        step_size = lr / (1.0 - beta1**step)
-        root_correction = 1.0 / math.sqrt(1.0 - beta2**step)
-        shrink = 1.0 - lr * weight_decay
-        for p, state in zip(params, states):
-            first = not state
-            if first:
-                state["m"] = self._cupy.empty_like(p.value)
-                state["v"] = self._cupy.empty_like(p.value)
-            self._k["adam"](
-                p.grad, beta1, beta2, 1.0 - beta1, 1.0 - beta2, step_size, root_correction, eps,
-                shrink, bool(weight_decay), first, p.value, state["m"], state["v"],
-            )  # fmt: skip
+        arena = self._arena(params, scalars)
+        if arena is None:
+            return super().adam(params, states, scalars, beta1, beta2, eps, weight_decay)
+        made, dtype = _elementwise(self._cupy), arena.dtype
+        m, v = arena.state(states, "m"), arena.state(states, "v")
+        coef = scalars.scratch(3)
+        made["adam_coefficients"](scalars.lr, beta1, beta2, weight_decay, scalars.t, coef)
+        made["adam"](
+            arena.grads, coef, beta1, beta2, self._scalar(1.0 - beta1, dtype),
+            self._scalar(1.0 - beta2, dtype), eps, bool(weight_decay), arena.values, m, v,
+        )  # fmt: skip
+
+    def rmsprop(
+        self,
+        params: Sequence[Any],
+        states: Sequence[dict[str, Any]],
+        scalars: Scalars,
+        rho: float,
+        eps: float,
+        momentum: float,
+        centered: bool,
+        weight_decay: float,
+    ) -> None:
+        arena = self._arena(params, scalars)
+        if arena is None:
+            return super().rmsprop(
+                params, states, scalars, rho, eps, momentum, centered, weight_decay
+            )
+        square = arena.state(states, "square_avg")
+        average = arena.state(states, "grad_avg") if centered else square
+        buffer = arena.state(states, "momentum") if momentum else square
+        _elementwise(self._cupy)["rmsprop"](
+            arena.grads, scalars.lr, rho, eps, momentum, weight_decay, bool(weight_decay),
+            centered, bool(momentum), arena.values, square, average, buffer,
+        )  # fmt: skip
+
+    def adagrad(
+        self,
+        params: Sequence[Any],
+        states: Sequence[dict[str, Any]],
+        scalars: Scalars,
+        eps: float,
+        initial_accumulator: float,
+        weight_decay: float,
+    ) -> None:
+        arena = self._arena(params, scalars)
+        if arena is None:
+            return super().adagrad(params, states, scalars, eps, initial_accumulator, weight_decay)
+        total = arena.state(states, "sum", fill=initial_accumulator)
+        _elementwise(self._cupy)["adagrad"](
+            arena.grads, scalars.lr, eps, weight_decay, bool(weight_decay), arena.values, total
+        )
+
+
+def _writable(a: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """``a`` viewed with ``shape`` where a product of ``dtype`` can be written into it (the
+    gradient array of the last step, or the arena's view), else None."""
+    if a is None or a.dtype != dtype or a.size != int(np.prod(shape)) or not a.flags.c_contiguous:
+        return None
+    return a if a.shape == shape else a.reshape(shape)

@@ -1,15 +1,12 @@
 """One-dimensional convolution and pooling on inputs of shape (rows, length, channels).
 
-Channels last, so each tap of a kernel is a plain matrix product with a (in, out) slice of
-the weights. Everything is written with slicing, concatenation, reshapes and ``matmul``
-(no in-place scatter), so it runs on every backend, immutable JAX included:
-
-- forward: the ``kernel_size`` strided slices of the (padded) input ("taps") are joined
-  along the channels into one (rows, out_length, kernel_size * in) array, and one matrix
-  product with the weights reshaped to (kernel_size * in, out) gives the output;
-- backward: each tap's gradient is spread back to the input positions it came from
-  (``spread``: zeros between its rows for a stride, zeros around it for its offset) and the
-  taps' gradients are added.
+Channels last, so a convolution is one matrix product of its input's windows with the weights
+reshaped to (kernel_size * in, out): the kernel seam's ``windows`` makes the (rows *
+out_length, kernel_size * in) array of windows (slices of the padded input, joined; one
+gather kernel on CuPy), ``dense`` multiplies it (with the bias, and the activation after the
+layer in a model), and ``unwindows`` adds each window's gradient back where it was read.
+Pooling uses the same slices (``taps``) and their inverse (``spread``), written with slicing
+and concatenation only, so it runs on every backend, immutable JAX included.
 """
 
 from __future__ import annotations
@@ -20,46 +17,10 @@ from polynn._checks import integer
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
 from polynn.errors import PolynnValueError
+from polynn.kernels import Act, out_length, pad, spread, taps
 from polynn.layers.core import Layer, Parameter, Shape, compatible, describe
 
 __all__ = ["Conv1D", "GlobalAveragePool1D", "MaxPool1D", "out_length", "pad", "spread", "taps"]
-
-
-def out_length(length: int, size: int, stride: int) -> int:
-    """The number of windows of ``size`` with ``stride`` in ``length`` positions."""
-    return (length - size) // stride + 1
-
-
-def taps(x: Any, size: int, stride: int, count: int) -> list[Any]:
-    """``x[:, k + stride * j, :]`` for ``j < count``, one array for each offset ``k < size``."""
-    last = stride * (count - 1) + 1
-    return [x[:, k : k + last : stride, :] for k in range(size)]
-
-
-def pad(xp: Any, device: Any, x: Any, before: int, after: int) -> Any:
-    """``x`` with ``before`` and ``after`` zero positions along the length axis."""
-    n, _, c = x.shape
-    parts = [xp.zeros((n, before, c), dtype=x.dtype, device=device)] if before else []
-    parts.append(x)
-    if after:
-        parts.append(xp.zeros((n, after, c), dtype=x.dtype, device=device))
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
-
-
-def spread(xp: Any, device: Any, grads: list[Any], stride: int, length: int) -> Any:
-    """The inverse of ``taps`` for gradients: each offset's gradient put back at the
-    positions it was read from, zeros elsewhere, summed over the offsets."""
-    n, count, c = grads[0].shape
-    last = stride * (count - 1) + 1
-    total = None
-    for k, g in enumerate(grads):
-        if stride > 1:  # j -> stride * j: interleave stride - 1 zero rows after each row
-            gaps = xp.zeros((n, count, stride - 1, c), dtype=g.dtype, device=device)
-            g = xp.concat([xp.expand_dims(g, axis=2), gaps], axis=2)
-            g = xp.reshape(g, (n, count * stride, c))[:, :last, :]
-        g = pad(xp, device, g, k, length - k - last)
-        total = g if total is None else total + g
-    return total
 
 
 class Conv1D(Layer):
@@ -68,6 +29,8 @@ class Conv1D(Layer):
     in_channels), zero-padded by ``padding`` at both ends. ``W`` has shape (kernel_size,
     in_channels, out_channels), ``b`` (out_channels,). Weights start as a ``Dense``'s with
     ``kernel_size * in_channels`` inputs (He-normal before the ReLU family, else Glorot)."""
+
+    takes_activation = True
 
     def __init__(
         self,
@@ -92,7 +55,7 @@ class Conv1D(Layer):
         self.W = Parameter(backend.from_numpy(W, dtype), "W")
         self.b = Parameter(backend.from_numpy(rng.zeros(cout), dtype), "b")
         self.params = (self.W, self.b)
-        self._half = None if self.compute_dtype == dtype else self.compute_dtype
+        self._kernels = backend.kernels
 
     def param_shapes(self) -> list[tuple[int, ...]]:
         k, cin, cout = self.kernel_size, self.in_channels, self.out_channels
@@ -119,45 +82,36 @@ class Conv1D(Layer):
             )
         return (count, self.out_channels)
 
-    def forward(self, x: Any) -> Any:
-        xp = self.xp
+    def forward(self, x: Any, act: Act | None = None) -> Any:
+        """The convolution; with ``act`` (how ``Fused`` runs it), that activation of it."""
         n, length, cin = x.shape
         if cin != self.in_channels:
             raise PolynnValueError(
                 f"{self!r} takes {self.in_channels} channels (the last axis); got input of "
                 f"shape {tuple(x.shape)}."
             )
-        self._length = length
-        x = pad(xp, self.device, x, self.padding, self.padding)
-        count = out_length(x.shape[1], self.kernel_size, self.stride)
+        count = out_length(length + 2 * self.padding, self.kernel_size, self.stride)
         if count < 1:
             raise PolynnValueError(
                 f"{self!r} needs sequences of at least {self.kernel_size - 2 * self.padding} "
                 f"steps; got input of shape {(n, length, cin)}."
             )
-        cols = taps(x, self.kernel_size, self.stride, count)
-        cols = cols[0] if len(cols) == 1 else xp.concat(cols, axis=2)
-        self._cols = xp.reshape(cols, (n * count, self.kernel_size * cin))
-        y = self._cols @ xp.reshape(self.W.value, (self.kernel_size * cin, self.out_channels))
-        if self._half is not None:
-            y = xp.astype(y, self._half, copy=False)
-        return xp.reshape(y + self.b.value, (n, count, self.out_channels))
+        self._length, self._count = length, count
+        self._cols = self._kernels.windows(x, self.kernel_size, self.stride, self.padding, count)
+        W = self.xp.reshape(self.W.value, (self.kernel_size * cin, self.out_channels))
+        y, self._saved = self._kernels.dense(self._cols, W, self.b.value, act)
+        return self.xp.reshape(y, (n, count, self.out_channels))
 
-    def backward(self, grad: Any) -> Any:
-        xp = self.xp
+    def backward(self, grad: Any, act: Act | None = None) -> Any:
         n, count, cout = grad.shape
-        k, cin = self.kernel_size, self.in_channels
-        g = xp.reshape(grad, (n * count, cout))
-        self.W.grad = xp.reshape(self._cols.T @ g, (k, cin, cout))
-        self.b.grad = xp.sum(g, axis=0)
-        if not self.need_input_grad:
+        k = self._kernels
+        g = self.xp.reshape(grad, (n * count, cout))
+        dcols = k.dense_backward(
+            g, self._cols, self.W, self.b, self._saved, act, self.need_input_grad
+        )
+        if dcols is None:
             return None
-        dcols = xp.reshape(g @ xp.reshape(self.W.value, (k * cin, cout)).T, (n, count, k * cin))
-        if self._half is not None:
-            dcols = xp.astype(dcols, self._half, copy=False)
-        parts = [dcols[:, :, i * cin : (i + 1) * cin] for i in range(k)]
-        dx = spread(xp, self.device, parts, self.stride, self._length + 2 * self.padding)
-        return dx[:, self.padding : self.padding + self._length, :]
+        return k.unwindows(dcols, self.kernel_size, self.stride, self.padding, count, self._length)
 
     def get_config(self) -> dict[str, Any]:
         return {

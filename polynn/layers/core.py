@@ -97,6 +97,10 @@ class Layer:
     #: What the layer's inputs and outputs hold: a mixed-precision model sets its half type
     #: here before ``build`` (see ``polynn.precision``); None means the parameters' dtype.
     compute_dtype: Any = None
+    #: True for a layer whose ``forward(x, act)`` and ``backward(grad, act)`` also run the
+    #: activation after it (``Fused``): Dense and Conv1D. Declared by each class itself, so a
+    #: subclass of them runs its activation on its own unless it declares it too.
+    takes_activation: ClassVar[bool] = False
 
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         """Create the parameters on ``backend`` in ``dtype`` (``init`` is a hint for weights)."""
@@ -107,9 +111,13 @@ class Layer:
         self.built = True
 
     def constant(self, value: float) -> Any:
-        """``value`` as a 0-d array of the layer's dtype on its device (for custom layers:
-        NumPy combines a small array with a 0-d array faster than with a Python float)."""
-        return self.xp.asarray(value, dtype=self.compute_dtype, device=self.device)
+        """``value`` as a 0-d array of the layer's dtype on its device, made once (for custom
+        layers: NumPy combines a small array with a 0-d array faster than with a Python
+        float, and a compiled step cannot copy host values to the device)."""
+        made = self.__dict__.setdefault("_constants", {})
+        if value not in made:
+            made[value] = self.xp.asarray(value, dtype=self.compute_dtype, device=self.device)
+        return made[value]
 
     def forward(self, x: Any) -> Any:
         raise NotImplementedError
@@ -164,6 +172,7 @@ class Dense(Layer):
     """
 
     INITS = ("glorot_uniform", "he_normal")
+    takes_activation = True
 
     def __init__(self, in_features: int, out_features: int, *, init: str | None = None) -> None:
         self.in_features = integer(in_features, "Dense in_features", 1)
@@ -347,15 +356,17 @@ def init_hint(layers: Sequence[Layer], i: int, default: str = "glorot_uniform") 
 
 
 def fuse(layers: Sequence[Layer]) -> list[Layer]:
-    """The layers a model runs: each activation right after a layer that can run it (a Dense)
-    joins that layer in a ``Fused`` step. The layers themselves are left as they are."""
+    """The layers a model runs: each activation right after a layer that can run it (a Dense
+    or a Conv1D: ``takes_activation``) joins that layer in a ``Fused`` step. The layers
+    themselves are left as they are."""
     run: list[Layer] = []
     for layer in layers:
         previous = run[-1] if run else None
         plain = type(layer).forward is Activation.forward and (
             type(layer).backward is Activation.backward
         )  # a subclass that overrides them runs as it is written
-        if isinstance(layer, Activation) and plain and type(previous) is Dense:
+        takes = previous is not None and type(previous).__dict__.get("takes_activation", False)
+        if isinstance(layer, Activation) and plain and takes:
             run[-1] = Fused(previous, layer)
             continue
         run.append(layer)

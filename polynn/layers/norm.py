@@ -113,9 +113,13 @@ class BatchNorm(_Norm):
         var = xp.mean(centred * centred, axis=axes)
         self._inv = 1.0 / xp.sqrt(var + self.eps)
         self._xhat = centred * self._inv
-        m = self.momentum
-        self.running_mean.value = (1.0 - m) * self.running_mean.value + m * mean
-        self.running_var.value = (1.0 - m) * self.running_var.value + (m * n / (n - 1)) * var
+        # In place where arrays are writable (a captured CUDA graph updates them where they
+        # are), a new array where they are not (JAX).
+        m, running_mean, running_var = self.momentum, self.running_mean, self.running_var
+        running_mean.value *= 1.0 - m
+        running_mean.value += m * mean
+        running_var.value *= 1.0 - m
+        running_var.value += (m * n / (n - 1)) * var
         return self._finish(self._xhat)
 
     def backward(self, grad: Any) -> Any:
