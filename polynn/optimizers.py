@@ -10,8 +10,9 @@ the parameters on the device, reading nothing back. ``step`` does both. A compil
 step runs ``apply`` inside it and ``prepare`` before each replay.
 
 State (momentum, moments) is made when the parameters are bound, on their own backend and
-device (``state_fills`` names it), so that a step only updates arrays that exist. ``lr`` is read at every step: changing it between epochs (from a callback, say) is a
-learning-rate schedule that keeps the state.
+device (``state_fills`` names it), so that a step only updates arrays that exist. ``lr`` is
+read at every step: changing it between epochs (from a callback, say) is a learning-rate
+schedule that keeps the state.
 """
 
 from __future__ import annotations

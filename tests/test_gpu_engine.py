@@ -8,7 +8,6 @@ from __future__ import annotations
 import types
 
 import numpy as np
-import pytest
 
 from polynn.backends import _cupy_gemm
 from polynn.backends._cupy_arena import Arena

@@ -48,9 +48,7 @@ class Arena:
 
     def holds(self, params: Sequence[Any]) -> bool:
         """Whether this arena is the one of ``params`` (the same objects, in order)."""
-        return len(params) == len(self.params) and all(
-            a is b for a, b in zip(params, self.params)
-        )
+        return len(params) == len(self.params) and all(a is b for a, b in zip(params, self.params))
 
     def _views(self, flat: Any) -> list[Any]:
         return [flat[start:stop].reshape(shape) for start, stop, shape in self._bounds]

@@ -42,7 +42,9 @@ _HALF = {
     "sigmoid": ("h * tanh(h * v) + h", "d * (u * (one - u))"),
     "tanh": ("tanh(v)", "d * (one - u * u)"),
     "relu": ("v * (float)(v > zero)", "d * (float)(u > zero)"),
-    "leaky_relu": ("v * ((float)(v > zero) * (one - s) + s)", "d * ((float)(u > zero) * (one - s) + s)"),
+    "leaky_relu": (
+        "v * ((float)(v > zero) * (one - s) + s)", "d * ((float)(u > zero) * (one - s) + s)"
+    ),
 }  # fmt: skip
 _HALF_PRELUDE = "const float zero = 0, one = 1, h = 0.5; float s = (float)slope;"
 
@@ -391,7 +393,8 @@ class CupyKernels(Kernels):
         if clipvalue is not None:
             self._cupy.clip(grads, -clipvalue, clipvalue, out=grads)
         if clipnorm is not None:
-            made["clip_norm"](made["sum_of_squares"](grads), self._scalar(clipnorm, grads.dtype), grads)
+            total = made["sum_of_squares"](grads)
+            made["clip_norm"](total, self._scalar(clipnorm, grads.dtype), grads)
 
     def sgd(
         self,
@@ -411,7 +414,8 @@ class CupyKernels(Kernels):
             return
         v = arena.state(states, "velocity") if momentum else p
         made["sgd_full"](
-            g, scalars.lr, momentum, weight_decay, bool(weight_decay), bool(momentum), nesterov, p, v
+            g, scalars.lr, momentum, weight_decay, bool(weight_decay), bool(momentum),
+            nesterov, p, v,
         )  # fmt: skip
 
     def adam(
