@@ -21,6 +21,9 @@ The primitives:
 - ``windows(x, size, stride, padding, count)`` and ``unwindows(...)``: a Conv1D's windows of
   its (rows, length, channels) input, one row of ``size * channels`` values per window, and
   the gradient of the input from the windows' gradients (the ``im2col`` of a convolution).
+- ``dropout(shape, key, step, ...)``: a Dropout's mask of training pass ``step`` (a 0-d
+  device array) as the scale it multiplies by, from the counter-based hash of
+  ``polynn.hashing``.
 - ``bias_grad(grad)``: the sum of ``grad`` over its rows.
 - ``softmax_cross_entropy(logits, target)``: the mean loss and its gradient.
 - ``sgd``, ``adam``, ``rmsprop``, ``adagrad`` and ``clip``: one update of every parameter,
@@ -31,8 +34,11 @@ The primitives:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from polynn.hashing import Hash, word_dtype
 
 if TYPE_CHECKING:
     from polynn.layers import Parameter
@@ -300,6 +306,35 @@ class Kernels:
         parts = [cols[:, :, i * channels : (i + 1) * channels] for i in range(size)]
         dx = spread(xp, self.device, parts, stride, length + 2 * padding)
         return dx[:, padding : padding + length, :]
+
+    # -- Dropout -----------------------------------------------------------------------------
+    @functools.cache  # noqa: B019 (one Hash per Kernels, which lives as long as its backend)
+    def hash(self) -> Hash:
+        """The counter-based hash on this namespace and device, in its word type."""
+        return Hash(self.xp, self.device, word_dtype(self.xp, self.device))
+
+    def dropout_keys(self, key: int, step: Any) -> tuple[Any, Any]:
+        """The two keys of training pass ``step`` (a 0-d array of the hash's word) of a
+        Dropout with ``key``, computed on the device."""
+        h = self.hash()
+        return h.step_keys(h.word_array(key), step)
+
+    def dropout(
+        self,
+        shape: tuple[int, ...],
+        key: int,
+        step: Any,
+        row_offset: int,
+        threshold: int,
+        scale: Any,
+    ) -> Any:
+        """``scale`` (a 0-d array) where the hash of an element of an array of ``shape`` is
+        at least ``threshold``, zero elsewhere: the mask of training pass ``step`` of a
+        Dropout with ``key``, its rows starting at row ``row_offset`` of the batch."""
+        h = self.hash()
+        bits = h.bits(shape, self.dropout_keys(key, step), row_offset)
+        keep = bits >= h.word_array(threshold)
+        return self.xp.astype(keep, scale.dtype) * scale
 
     # -- gradients --------------------------------------------------------------------------
     def bias_grad(self, grad: Any) -> Any:

@@ -30,6 +30,7 @@ import numpy as np
 from polynn.backends import _cupy_gemm
 from polynn.backends._cupy_arena import Arena
 from polynn.backends._cupy_source import ACTIVATION_CODES, SOURCE, names
+from polynn.hashing import GOLDEN, lowbias32
 from polynn.kernels import Act, Backward, Forward, Kernels, Scalars
 
 _OPTIONS = ("--fmad=false",)
@@ -132,6 +133,25 @@ def _elementwise(cupy: Any) -> dict[str, Any]:
         "T g",
         "T scale = limit / (sqrt(total[0]) + (T)1e-6); g = g * (scale > (T)1 ? (T)1 : scale);",
         "clip_norm",
+    )
+    made["dropout"] = cupy.ElementwiseKernel(
+        "raw uint32 step, uint32 key, int64 start, uint32 threshold, uint32 high, raw T scale",
+        "T y",
+        """
+        const unsigned int a = polynn_lowbias32(key ^ polynn_lowbias32(step[0]) ^ high);
+        const unsigned int b = polynn_lowbias32(a ^ 0x9E3779B9u);
+        const unsigned int index = (unsigned int)(start + i);
+        const unsigned int bits = polynn_lowbias32(polynn_lowbias32(index ^ a) ^ b);
+        y = bits >= threshold ? scale[0] : (T)0;
+        """,
+        "polynn_dropout",
+        options=_OPTIONS,
+        preamble="""
+        __device__ __forceinline__ unsigned int polynn_lowbias32(unsigned int x) {
+            x ^= x >> 16; x *= 0x7FEB352Du; x ^= x >> 15; x *= 0x846CA68Bu; x ^= x >> 16;
+            return x;
+        }
+        """,
     )
     made["sum_of_squares"] = cupy.ReductionKernel(
         "T x", "T y", "x * x", "a + b", "y = a", "0", "polynn_sum_of_squares"
@@ -353,6 +373,28 @@ class CupyKernels(Kernels):
             self._cupy.ascontiguousarray(cols), length, channels, size, count, stride, padding, dx
         )
         return dx
+
+    # -- Dropout -----------------------------------------------------------------------------
+    def dropout(
+        self,
+        shape: tuple[int, ...],
+        key: int,
+        step: Any,
+        row_offset: int,
+        threshold: int,
+        scale: Any,
+    ) -> Any:
+        """One kernel: each thread mixes the step's keys (a few dozen integer operations)
+        and hashes its element, where the array API default takes a dozen launches."""
+        if step.dtype != np.uint32:
+            return super().dropout(shape, key, step, row_offset, threshold, scale)
+        y = self._cupy.empty(shape, dtype=scale.dtype)
+        start = row_offset * (y.size // shape[0] if shape and shape[0] else 0)
+        _elementwise(self._cupy)["dropout"](
+            step, np.uint32(key), np.int64(start), np.uint32(threshold),
+            np.uint32(lowbias32(GOLDEN)), scale, y,
+        )  # fmt: skip
+        return y
 
     # -- the loss -------------------------------------------------------------------------------
     def softmax_cross_entropy(self, logits: Any, target: Any) -> tuple[Any, Any]:

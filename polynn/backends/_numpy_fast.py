@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from polynn.backends._half import with_bfloat16
+from polynn.hashing import step_keys
 from polynn.kernels import Kernels
 
 _add_reduce = np.add.reduce
@@ -45,10 +46,15 @@ def _bias_grad(grad: Any) -> Any:
 class NumpyKernels(Kernels):
     """The array API defaults, with the bias gradient as one ``np.add.reduce`` call: a
     Python frame less per Dense layer and step than ``xp.sum(grad, axis=0)`` through the
-    seam (1.3 k fewer instructions per XOR step, ``benchmarks/instructions.py``)."""
+    seam (1.3 k fewer instructions per XOR step, ``benchmarks/instructions.py``); and a
+    Dropout's keys mixed from its step on the host, where NumPy's "device" is (reading the
+    step costs nothing; a few dozen operations on 0-d arrays would)."""
 
     name = "array API, NumPy bias sum"
     bias_grad = staticmethod(_bias_grad)
+
+    def dropout_keys(self, key: int, step: Any) -> tuple[Any, Any]:
+        return step_keys(key, int(step))
 
 
 def namespace() -> types.ModuleType:
