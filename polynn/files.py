@@ -98,7 +98,7 @@ def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
         }
         arrays += [to_numpy(s[k]) for s, names in zip(opt.state, keys) for k in names]
     if net.loss_scale is not None:
-        training["loss_scale"] = [net.loss_scale.scale, net.loss_scale.clean_steps]
+        training["loss_scale"] = [float(net.loss_scale.scale), net.loss_scale.clean_steps]
     cfg = {
         **net.get_config(),
         "seed": net.seed,

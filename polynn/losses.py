@@ -20,9 +20,11 @@ __all__ = ["BinaryCrossEntropy", "CrossEntropy", "Loss", "MSE", "get_loss"]
 
 
 class Loss:
-    """Base class of the losses."""
+    """Base class of the losses. A loss class whose ``value_and_grad`` reads nothing back to
+    the host declares ``compilable = True`` (``polynn.compiled``)."""
 
     name = ""
+    compilable = True  # weighted_value_and_grad below (the subclasses' own declare theirs)
 
     def prepare_targets(self, y: Any, n_outputs: int, backend: Backend, dtype: Any) -> Any:
         """Check ``y`` against ``n_outputs`` and return it as a (rows, n_outputs) float array."""
@@ -80,6 +82,8 @@ def _column(y: Any, n_outputs: int, backend: Backend) -> Any:
 class MSE(Loss):
     """Mean over all elements of ``(pred - y) ** 2``; gradient ``2 (pred - y) / size``."""
 
+    compilable = True
+
     name = "mse"
 
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
@@ -98,6 +102,8 @@ class BinaryCrossEntropy(Loss):
     ``p`` is clipped to ``[eps, 1 - eps]`` first, so a saturated sigmoid never gives an
     infinite or NaN loss. Targets must lie in [0, 1].
     """
+
+    compilable = True
 
     name = "bce"
 
@@ -135,6 +141,8 @@ class CrossEntropy(Loss):
     shape (rows, classes). The log-sum-exp is shifted by the row maximum, so large logits
     never overflow; the gradient is ``(softmax(z) - y) / rows``.
     """
+
+    compilable = True
 
     name = "cross_entropy"
 

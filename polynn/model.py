@@ -15,6 +15,7 @@ from polynn._checks import path as checks_path
 from polynn.backends import POLICIES, Backend, check_matmul_precision, dtype_name, get
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
+from polynn.compiled import mode as compiled_mode
 from polynn.data import inputs, pairs, weights
 from polynn.distributed import MPI, agreed
 from polynn.distributed import check as distributed_check
@@ -102,6 +103,8 @@ class Sequential:
         self.buffers: list[Parameter] = [b for layer in layers for b in layer.buffers]
         #: float16's dynamic loss scaling (``polynn.precision``); it lasts across ``fit`` calls.
         self.loss_scale = LossScale() if self.dtype_name == "mixed_float16" else None
+        if self.loss_scale is not None:
+            self.loss_scale.bind(self.backend.xp, self.backend.device, self.backend.inplace)
         #: The loss, metrics and optimizer of the last ``fit`` (or of the file it was loaded
         #: from): ``fit`` and ``evaluate`` use them when called without.
         self.loss: Loss | None = None
@@ -212,6 +215,7 @@ class Sequential:
         sample_weight: Any = None,
         class_weight: dict[int, float] | None = None,
         distributed: MPI | None = None,
+        compile: bool | str | None = None,
     ) -> History:
         """Train on ``(X, y)`` and return a ``History`` (``history[name]``: one float per
         epoch for the loss, each metric, the learning rate ``lr`` and, with validation data,
@@ -236,7 +240,15 @@ class Sequential:
         ``X`` may instead be a stream of ``(X, y)`` batches, with ``y`` left out: an iterable,
         or a function returning a new one for each epoch (``polynn.streaming``); the next
         batches are read and copied to the device while the current one computes.
+
+        ``compile`` (``"auto"``, True or False; None reads ``POLYNN_COMPILE``, else auto):
+        whether each training step runs as one compiled unit where the backend can (a CUDA
+        graph on CuPy and on PyTorch's CUDA devices, ``jax.jit`` on JAX; see
+        ``polynn.compiled``). ``"auto"`` compiles where it can and runs eagerly elsewhere,
+        True raises an error saying why it cannot, False never compiles. Results equal the
+        eager steps'.
         """
+        compile = compiled_mode(compile)
         epochs = integer(epochs, "epochs", 0)
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
@@ -287,7 +299,7 @@ class Sequential:
                         X, lambda x, y: pairs(self, x, y, loss), self.backend, self.dtype
                     )
                     return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
-                                       validation, callbacks, verbose, None)  # fmt: skip
+                                       validation, callbacks, verbose, None, compile)  # fmt: skip
                 X, y = pairs(self, X, y, loss)
                 w = None
                 if sample_weight is not None or class_weight is not None:
@@ -307,7 +319,7 @@ class Sequential:
                 X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng, w=w
             )
             return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
-                               validation, callbacks, verbose, dist)  # fmt: skip
+                               validation, callbacks, verbose, dist, compile)  # fmt: skip
 
     def _train(
         self,
@@ -321,6 +333,7 @@ class Sequential:
         callbacks: list[Callback],
         verbose: int,
         dist: MPI | None,
+        compile: bool | str = "auto",
     ) -> History:
         """Bind the optimizer, keep the training settings, and run ``polynn.training.train``."""
         optimizer.bind(self.params, self.backend)
@@ -337,6 +350,7 @@ class Sequential:
             callbacks=callbacks,
             verbose=int(verbose),
             dist=dist,
+            compile=compile,
         )
 
     def _loss(self, loss: str | Loss | None, caller: str) -> Loss:
@@ -545,7 +559,8 @@ class Sequential:
             if self.optimizer is not None:
                 net.optimizer = self.optimizer.copy_for(net.params, net.backend)
             if self.loss_scale is not None and net.loss_scale is not None:
-                net.loss_scale = copy.copy(self.loss_scale)
+                net.loss_scale.scale = float(self.loss_scale.scale)
+                net.loss_scale.clean_steps = self.loss_scale.clean_steps
         return net
 
 

@@ -208,6 +208,8 @@ class SGD(Optimizer):
     (coupled L2 regularisation).
     """
 
+    compilable = True
+
     def __init__(
         self,
         lr: float | Schedule = 0.01,
@@ -248,6 +250,8 @@ class Adam(Optimizer):
     ``weight_decay`` is *decoupled* (AdamW, Loshchilov and Hutter, 2019): the parameters
     shrink by ``lr * weight_decay * p`` each step, outside the adaptive scaling.
     """
+
+    compilable = True
 
     def __init__(
         self,
@@ -316,6 +320,8 @@ class RMSprop(Optimizer):
     ``p -= lr b``. ``weight_decay`` adds ``weight_decay * p`` to the gradient first.
     """
 
+    compilable = True
+
     def __init__(
         self,
         lr: float | Schedule = 0.01,
@@ -369,6 +375,8 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     """Adagrad as PyTorch's: ``s += g^2`` (from ``initial_accumulator``) and
     ``p -= lr g / (sqrt(s) + eps)``; ``weight_decay`` adds ``weight_decay * p`` to ``g``."""
+
+    compilable = True
 
     def __init__(
         self,

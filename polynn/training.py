@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
+from polynn import compiled as compiling
 from polynn.callbacks import Callback, History
+from polynn.compiled import Slot
 from polynn.distributed import MPI, agreed, weighted_means
 from polynn.errors import PolynnTypeError, PolynnValueError, TrainingDivergedError
 from polynn.layers import Identity, Layer, Softmax, nested
@@ -191,20 +193,27 @@ def run(layers: Sequence[Layer], x: Any) -> Any:
 
 
 def make_step(
-    layers: Sequence[Layer], loss: Loss, optimizer: Optimizer, *, guarded: bool = False
+    layers: Sequence[Layer],
+    loss: Loss,
+    optimizer: Optimizer,
+    *,
+    guarded: bool = False,
+    compiled: bool = False,
 ) -> Step:
     """The training step on one batch: ``step(x, y)`` (or ``step(x, y, w)`` with the rows'
     weights) runs forward, the loss, backward and the optimizer's update, and returns the
     batch's loss (a 0-d device array) and the network's output (for the metrics).
 
-    ``guarded`` (for epochs of one batch, whose loss is read at every step anyway): the loss
-    is read as a float before the update, and a step whose loss is not finite skips it, so
-    the weights stay those of the end of the previous epoch.
+    ``guarded`` (for eager epochs of one batch, whose loss is read at every step anyway): the
+    loss is read as a float before the update, and a step whose loss is not finite skips it,
+    so the weights stay those of the end of the previous epoch. ``compiled``: the step runs
+    the device's part of the update only (``Optimizer.apply``); the compiled step around it
+    calls ``Optimizer.prepare`` first.
     """
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
     value_and_grad, weighted = loss.value_and_grad, loss.weighted_value_and_grad
-    update = optimizer.updater()
+    update = optimizer.apply if compiled else optimizer.updater()
     isfinite = math.isfinite
 
     def step(x: Any, y: Any, w: Any = None) -> tuple[Any, Any]:
@@ -238,17 +247,20 @@ def make_mixed_step(
     model: Sequential,
     *,
     guarded: bool = False,
+    compiled: bool = False,
 ) -> Step:
     """The training step of a mixed-precision model: as ``make_step``, with the layers
     computing on half-precision copies of the parameters, the loss and its gradient in
     float32, and, with float16, the loss gradient scaled up for the backward pass and the
     parameter gradients scaled back down; a step whose gradients overflowed is skipped
-    (``polynn.precision``)."""
+    (``polynn.precision``): eagerly by reading the verdict, compiled by keeping, on the device,
+    the old value of every array the update changes (``update_if``)."""
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
     value_and_grad, weighted = loss.value_and_grad, loss.weighted_value_and_grad
-    update = optimizer.updater()
-    xp, params, half, full = model.backend.xp, model.params, model.compute_dtype, model.dtype
+    update = optimizer.apply if compiled else optimizer.updater()
+    backend = model.backend
+    xp, params, half, full = backend.xp, model.params, model.compute_dtype, model.dtype
     scaler = model.loss_scale
 
     def step(x: Any, y: Any, w: Any = None) -> tuple[Any, Any]:
@@ -267,11 +279,34 @@ def make_mixed_step(
             value = float(value)
             if not math.isfinite(value):
                 return value, out
-        if scaler is None or scaler.unscale(params, xp):
+        if scaler is None:
+            update()
+        elif compiled:
+            update_if(scaler.unscale(params, xp), update, optimizer, backend)
+        elif bool(scaler.unscale(params, xp)):
             update()
         return value, out
 
     return step
+
+
+def update_if(ok: Any, update: Callable[[], None], optimizer: Optimizer, backend: Backend) -> None:
+    """Run ``update`` and keep its results only where ``ok`` (a 0-d device boolean): every
+    array it changes (parameters, state, the step count) is chosen between its new and its old
+    value on the device, so that nothing is read back to decide."""
+    xp = backend.xp
+    slots = [Slot(p, "value") for p in optimizer.params]
+    slots += [Slot(state, name) for state in optimizer.state for name in state]
+    if optimizer.scalars is not None:
+        slots.append(Slot(optimizer.scalars, "t"))
+    before = [xp.asarray(s.get(), copy=True) if backend.inplace else s.get() for s in slots]
+    update()
+    for slot, old in zip(slots, before):
+        chosen = xp.where(ok, slot.get(), old)
+        if backend.inplace:
+            slot.get()[...] = chosen
+        else:
+            slot.set(chosen)
 
 
 def make_distributed_step(
@@ -457,10 +492,13 @@ def epochs_of(
     scaler: LossScale | None = None,
     dist: MPI | None = None,
     begin: Callable[[int], None] | None = None,
+    counted: bool = False,
 ) -> Iterator[dict[str, float]]:
     """Train epoch after epoch, yielding each one's logs (loss, metrics and the learning rate
     ``lr`` of its last step); a loss that turns inf or NaN raises ``TrainingDivergedError``.
-    ``begin(epoch)`` runs before each epoch (callbacks, an epoch-counting schedule)."""
+    ``begin(epoch)`` runs before each epoch (callbacks, an epoch-counting schedule).
+    ``counted``: the steps counted every step in ``Optimizer.iterations``, skipped float16
+    steps included (compiled steps), so those are taken off at the epoch's end."""
     xp = backend.xp
     isfinite = math.isfinite
     # A tiny network's common case, kept cheap:
@@ -495,8 +533,11 @@ def epochs_of(
             )
         logs["lr"] = optimizer.lr
         if scaler is not None:
-            logs["loss_scale"] = scaler.scale
-            logs["skipped_steps"] = float(scaler.take_skipped())
+            logs["loss_scale"] = float(scaler.scale)
+            skipped = scaler.take_skipped()
+            logs["skipped_steps"] = float(skipped)
+            if counted:  # the compiled steps counted the skipped ones too
+                optimizer.iterations -= skipped
         yield logs
 
 
@@ -564,10 +605,12 @@ def train(
     callbacks: Sequence[Callback],
     verbose: int,
     dist: MPI | None = None,
+    compile: bool | str = "auto",
 ) -> History:
     """Run ``epochs`` epochs of ``batches`` through ``layers``, reporting to the callbacks
     and the progress bar after each; return the ``History``. With ``dist``, this rank's part
-    of data-parallel training (``polynn.distributed``)."""
+    of data-parallel training (``polynn.distributed``). ``compile``: whether the step is
+    compiled where the backend can (``polynn.compiled``)."""
     backend = model.backend
     if dist is not None:  # every rank starts from rank 0's weights and batch order
         values = dist.transport(backend).broadcast([p.value for p in model.params], backend)
@@ -584,15 +627,26 @@ def train(
     model.stop_training = False
     progress = Progress(epochs, len(batches) or None, verbose)  # None: a stream, not known
     tick = progress.batch_done if progress.per_batch else None
-    guarded = len(batches) == 1 and dist is None
+    why = compiling.reason(model, loss, optimizer, dist) if compile is not False else None
+    if compile is True and why is not None:
+        raise PolynnValueError(f"compile=True, but this fit cannot be compiled: {why}.")
+    compiled = compile is not False and why is None
+    guarded = len(batches) == 1 and dist is None and not compiled
     if dist is not None:
         step = make_distributed_step(
             layers, loss, optimizer, model, dist, batches.sizes, batches.offsets
         )
     elif model.mixed:
-        step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded)
+        step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded, compiled=compiled)
     else:
-        step = make_step(layers, loss, optimizer, guarded=guarded)
+        step = make_step(layers, loss, optimizer, guarded=guarded, compiled=compiled)
+    if compiled:
+        step = backend.compile_step(
+            step,
+            lambda: compiling.slots(model, optimizer, layers),
+            compiling.objects(model, layers),
+            optimizer.prepare,
+        )
     snapshot = Snapshot(model.params, backend)
 
     # Before each epoch: an epoch-counting schedule, and the callbacks that want to know.
@@ -605,7 +659,7 @@ def train(
             cb.on_epoch_begin(epoch, {})
 
     if model.loss_scale is not None:  # float16's scale as this fit found it
-        scale = (model.loss_scale.scale, model.loss_scale.clean_steps)
+        scale = (float(model.loss_scale.scale), model.loss_scale.clean_steps)
     logs: dict[str, float] = {}
     epoch, source = -1, "training"  # the last epoch that ended finite; what diverged
     set_training(model.layers, True)
@@ -622,6 +676,7 @@ def train(
                 model.loss_scale,
                 dist,
                 begin if starters or per_epoch else None,
+                counted=compiled,
             )
         ):
             if validation is not None:

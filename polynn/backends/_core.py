@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
@@ -81,6 +82,23 @@ class Backend:
 
     def synchronize(self) -> None:
         """Wait until queued device work has finished (a no-op on the CPU)."""
+
+    def compile_reason(self) -> str | None:
+        """Why this backend compiles no training step, or None where it can
+        (``polynn.compiled``)."""
+        return f"backend {self.name!r} runs every step eagerly: there is nothing to compile it"
+
+    def compile_step(
+        self,
+        step: Callable[..., tuple[Any, Any]],
+        slots: Callable[[], list[Any]],
+        objects: Sequence[Any],
+        prepare: Callable[[], None],
+    ) -> Callable[..., tuple[Any, Any]]:
+        """``step`` compiled (``polynn.backends._compiled``): a function of the same batch
+        arguments that calls ``prepare`` (the host's part of a step) first. ``slots()``
+        lists the arrays a step changes; ``objects``, those whose attributes it sets."""
+        raise NotImplementedError(self.compile_reason())
 
     # -- shared by all ----------------------------------------------------------------------
     def device_of(self, x: Any) -> Any:

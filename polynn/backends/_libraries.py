@@ -191,6 +191,19 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self.device.synchronize()
 
+    def compile_reason(self) -> str | None:
+        if self.kernels.gemm is None:
+            return (
+                "a CUDA graph needs nvmath-python for its matrix products (CuPy's own cuBLAS "
+                'calls cannot be captured): pip install "polynn[cuda12]" or "polynn[cuda13]"'
+            )
+        return None
+
+    def compile_step(self, step: Any, slots: Any, objects: Any, prepare: Any) -> Any:
+        from polynn.backends._compiled import GraphStep
+
+        return GraphStep(self._cupy, self.kernels.gemm, step, prepare)
+
 
 def _cuda_index(device: Any, cupy: Any, count: int) -> int:
     """The CUDA device number meant by None, an int, "cuda", "cuda:N" or a cupy Device."""
@@ -263,6 +276,16 @@ class TorchBackend(Backend):
         if self.device.type == "cuda":
             self._torch.cuda.synchronize(self.device)
 
+    def compile_reason(self) -> str | None:
+        if self.device.type != "cuda":
+            return "PyTorch on the CPU runs every step eagerly (CUDA graphs need a CUDA device)"
+        return None
+
+    def compile_step(self, step: Any, slots: Any, objects: Any, prepare: Any) -> Any:
+        from polynn.backends._compiled import TorchGraphStep
+
+        return TorchGraphStep(self._torch, step, prepare)
+
 
 class JaxBackend(Backend):
     """JAX arrays on one JAX device: by default JAX's own default device (a GPU where JAX
@@ -326,6 +349,14 @@ class JaxBackend(Backend):
 
     def synchronize(self) -> None:
         self.xp.zeros((), device=self.device).block_until_ready()
+
+    def compile_reason(self) -> str | None:
+        return None
+
+    def compile_step(self, step: Any, slots: Any, objects: Any, prepare: Any) -> Any:
+        from polynn.backends._compiled import JaxStep
+
+        return JaxStep(self._jax, step, slots, objects, prepare)
 
 
 class NamespaceBackend(Backend):

@@ -25,6 +25,8 @@ class GELU(Layer):
     inputs neither overflow nor change the result.
     """
 
+    compilable = True
+
     init = "he_normal"
     K, C = math.sqrt(2.0 / math.pi), 0.044715
 
@@ -46,6 +48,8 @@ class SiLU(Layer):
     """``y = x * sigmoid(x)`` (also called swish), the sigmoid computed as
     ``(tanh(x / 2) + 1) / 2`` so it never overflows."""
 
+    compilable = True
+
     init = "he_normal"
 
     def forward(self, x: Any) -> Any:
@@ -61,6 +65,8 @@ class SiLU(Layer):
 class ELU(Layer):
     """``y = x`` where ``x > 0``, else ``alpha * (exp(x) - 1)`` (``expm1`` of ``min(x, 0)``,
     so the branch not taken never overflows)."""
+
+    compilable = True
 
     init = "he_normal"
 
@@ -84,6 +90,8 @@ class ELU(Layer):
 class Softplus(Layer):
     """``y = log(1 + exp(x))``, computed as ``max(x, 0) + log1p(exp(-|x|))``: no overflow
     for large ``x``, no loss of the small values for very negative ``x``."""
+
+    compilable = True
 
     def forward(self, x: Any) -> Any:
         xp = self.xp

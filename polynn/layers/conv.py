@@ -30,6 +30,8 @@ class Conv1D(Layer):
     in_channels, out_channels), ``b`` (out_channels,). Weights start as a ``Dense``'s with
     ``kernel_size * in_channels`` inputs (He-normal before the ReLU family, else Glorot)."""
 
+    compilable = True
+
     takes_activation = True
 
     def __init__(
@@ -128,6 +130,8 @@ class MaxPool1D(Layer):
     default), per channel, on inputs of shape (rows, length, channels); no padding. The
     gradient goes to the first maximum of each window, as in PyTorch."""
 
+    compilable = True
+
     def __init__(self, pool_size: int, stride: int | None = None) -> None:
         self.pool_size = integer(pool_size, "MaxPool1D pool_size", 1)
         self.stride = self.pool_size if stride is None else integer(stride, "MaxPool1D stride", 1)
@@ -187,6 +191,8 @@ class MaxPool1D(Layer):
 class GlobalAveragePool1D(Layer):
     """The mean over the length of each channel: (rows, length, channels) to
     (rows, channels)."""
+
+    compilable = True
 
     def input_shape(self) -> Shape:
         return (None, None)

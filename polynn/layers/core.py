@@ -101,6 +101,14 @@ class Layer:
     #: activation after it (``Fused``): Dense and Conv1D. Declared by each class itself, so a
     #: subclass of them runs its activation on its own unless it declares it too.
     takes_activation: ClassVar[bool] = False
+    #: Declared True by a class whose ``forward`` and ``backward`` read nothing back to the
+    #: host (no ``float()``, ``bool()`` or ``.item()`` of a device array, no Python branch on
+    #: device values, no host data copied in): its passes can then run inside a compiled
+    #: training step (``polynn.compiled``). A subclass that overrides them declares it again.
+    compilable: ClassVar[bool] = False
+    #: The attributes holding device arrays that a training pass changes besides parameters
+    #: and buffers (a Dropout's step count): a compiled step passes them in and out.
+    device_state: ClassVar[tuple[str, ...]] = ()
 
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         """Create the parameters on ``backend`` in ``dtype`` (``init`` is a hint for weights)."""
@@ -170,6 +178,8 @@ class Dense(Layer):
     model, an activation right after it runs with it (``Fused``), the bias add and the
     activation in one kernel, or in the matrix product's epilogue, where the backend has one.
     """
+
+    compilable = True
 
     INITS = ("glorot_uniform", "he_normal")
     takes_activation = True
@@ -241,6 +251,8 @@ class Fused(Layer):
     kernel, or the epilogue of the layer's matrix product. Each of the two layers on its own
     still computes itself alone."""
 
+    compilable = True
+
     def __init__(self, layer: Layer, activation: Activation) -> None:
         self.layer, self.activation = layer, activation
         self.params = layer.params
@@ -259,6 +271,8 @@ class Fused(Layer):
 class Identity(Layer):
     """``y = x``."""
 
+    compilable = True
+
     def forward(self, x: Any) -> Any:
         return x
 
@@ -272,6 +286,8 @@ class Activation(Layer):
     Subclasses name their kernel in ``kind``. In a model, right after a ``Dense`` it runs
     with that layer (``Fused``); elsewhere, and called on its own, it runs alone.
     """
+
+    compilable = True
 
     kind: ClassVar[str]
 
@@ -330,6 +346,8 @@ class Softmax(Layer):
     Before ``loss="cross_entropy"`` a final Softmax is fused into the loss (which takes
     logits), so it is never applied twice.
     """
+
+    compilable = True
 
     def forward(self, x: Any) -> Any:
         xp = self.xp

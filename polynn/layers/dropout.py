@@ -38,6 +38,9 @@ class Dropout(Layer):
     and the step counter, so a saved model resumes the same sequence of masks.
     """
 
+    compilable = True
+    device_state = ("_step",)
+
     init = None  # a Dense before it takes the hint of the layer after it
 
     def __init__(self, rate: float) -> None:

@@ -77,6 +77,8 @@ class BatchNorm(_Norm):
     buffers (``net.buffers``), saved with the model and never seen by the optimizer.
     """
 
+    compilable = True
+
     def __init__(self, features: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__(features, eps)
         self.momentum = number(momentum, "BatchNorm momentum", 0.0, 1.0, high_open=False)
@@ -143,6 +145,8 @@ class LayerNorm(_Norm):
     """Normalises each row's ``features`` (the last axis) to mean 0 and variance 1 (the
     biased variance, as PyTorch's ``LayerNorm``), then scales and shifts them. It behaves
     the same in training and inference."""
+
+    compilable = True
 
     def __init__(self, features: int, eps: float = 1e-5) -> None:
         super().__init__(features, eps)

@@ -31,6 +31,8 @@ class Residual(Layer):
     runs fused into it, as in a model.
     """
 
+    compilable = True
+
     def __init__(self, *layers: Layer) -> None:
         check_layers(layers, "Residual", "Residual's layer", "pn.Dense(8, 8)")
         self.layers = list(layers)

@@ -17,6 +17,8 @@ class Reshape(Layer):
     ``Reshape((40, 1))`` turns rows of 40 values into sequences of 40 one-channel steps, as
     ``Conv1D`` takes them. First in a model it takes flat rows of ``prod(shape)`` values."""
 
+    compilable = True
+
     init = None  # a Dense before it takes the hint of the layer after it
 
     def __init__(self, shape: Any) -> None:
@@ -52,6 +54,8 @@ class Reshape(Layer):
 class Flatten(Layer):
     """Flattens each row to one axis: (rows, length, channels) to (rows, length * channels),
     the inverse of ``Reshape``; its gradient takes the input's shape back."""
+
+    compilable = True
 
     init = None  # a Dense before it takes the hint of the layer after it
 

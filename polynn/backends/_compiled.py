@@ -1,0 +1,199 @@
+"""Compiled training steps, one class per mechanism (see ``polynn.compiled`` for what a step
+must be to be compiled):
+
+- ``JaxStep``: ``jax.jit`` of the step as a pure function of the arrays it changes (the
+  slots) and the batch; the layers' Python objects hold tracers only while it is traced, and
+  get their attributes back afterwards. Traced again only when shapes change.
+- ``GraphStep`` (CuPy) and ``TorchGraphStep`` (PyTorch on CUDA): the step captured once per
+  batch shape as a CUDA graph on a stream of its own, with a private memory pool, after warm-up
+  steps, and replayed for every batch, whose arrays are first copied into the graph's own
+  input buffers. Parameters, optimizer state and counters are updated in place, where the
+  graph reads them. What cannot be captured (CuPy's own cuBLAS, a host read) falls back to
+  eager steps with one warning, never to a wrong result.
+
+Each calls ``prepare`` (the host's part of a step: the step count, a new learning rate)
+before running the compiled part. The loss a step returns is a copy: the graph's own output
+buffer is overwritten by the next replay.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["GraphStep", "JaxStep", "TorchGraphStep"]
+
+Step = Callable[..., tuple[Any, Any]]
+
+#: Eager steps of a batch shape before it is captured (kernels compile, plans are made,
+#: state that lives across steps is allocated outside the graph's pool).
+WARMUP = 2
+
+
+def _warn_eager(why: Exception) -> None:
+    warnings.warn(
+        f"this training step could not be captured as a CUDA graph ({type(why).__name__}: "
+        f"{why}); it runs eagerly. Pass compile=False to fit to silence this.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+class JaxStep:
+    """``step`` under ``jax.jit``: ``slots()`` lists the arrays a step changes (as
+    ``polynn.compiled.Slot``), ``objects`` the objects whose attributes tracing may touch."""
+
+    def __init__(
+        self, jax: Any, step: Step, slots: Callable[[], list[Any]], objects: Sequence[Any],
+        prepare: Callable[[], None],
+    ) -> None:  # fmt: skip
+        self._step, self._slots, self._objects, self._prepare = step, slots, objects, prepare
+        self._jit = jax.jit(self._pure)
+        self._seen: set[tuple[Any, ...]] = set()
+
+    def _pure(self, values: list[Any], batch: tuple[Any, ...]) -> tuple[list[Any], Any, Any]:
+        slots = self._slots()
+        before = [dict(vars(obj)) for obj in self._objects]
+        try:
+            for slot, value in zip(slots, values):
+                slot.set(value)
+            value, out = self._step(*batch)
+            return [slot.get() for slot in slots], value, out
+        finally:  # no tracer stays behind in a layer's attributes
+            for obj, attributes in zip(self._objects, before):
+                vars(obj).clear()
+                vars(obj).update(attributes)
+
+    def __call__(self, *batch: Any) -> tuple[Any, Any]:
+        self._prepare()
+        slots = self._slots()
+        structure = tuple((id(s.holder), s.key, s.get() is None) for s in slots)
+        if structure not in self._seen:  # the first step of a structure runs eagerly
+            self._seen.add(structure)
+            return self._step(*batch)
+        values = [slot.get() for slot in slots]
+        new, value, out = self._jit(values, tuple(b for b in batch if b is not None))
+        for slot, array in zip(slots, new):
+            slot.set(array)
+        return value, out
+
+
+class _Captured:
+    """One batch shape's graph, its input buffers and its outputs."""
+
+    def __init__(self, graph: Any, inputs: tuple[Any, ...], value: Any, out: Any) -> None:
+        self.graph, self.inputs, self.value, self.out = graph, inputs, value, out
+
+
+class GraphStep:
+    """``step`` replayed as a CUDA graph on CuPy (see the module). ``gemm`` is the backend's
+    cuBLASLt planner: while warming up and capturing, every product goes through it."""
+
+    def __init__(self, cupy: Any, gemm: Any, step: Step, prepare: Callable[[], None]) -> None:
+        self._cupy, self._gemm, self._step, self._prepare = cupy, gemm, step, prepare
+        self._graphs: dict[tuple[Any, ...], _Captured | None] = {}
+        self._runs: dict[tuple[Any, ...], int] = {}
+
+    def __call__(self, *batch: Any) -> tuple[Any, Any]:
+        self._prepare()
+        key = tuple((b.shape, b.dtype.str) if b is not None else None for b in batch)
+        captured = self._graphs.get(key)
+        if captured is None:
+            runs = self._runs.get(key, 0)
+            self._runs[key] = runs + 1
+            if key in self._graphs or runs < WARMUP:  # eager: for good, or to warm up
+                return self._eager(batch)
+            captured = self._capture(key, batch)
+            if captured is None:
+                return self._eager(batch)
+        for buffer, array in zip(captured.inputs, batch):
+            if buffer is not None:
+                buffer[...] = array
+        captured.graph.launch()
+        return captured.value.copy(), captured.out
+
+    def _eager(self, batch: tuple[Any, ...]) -> tuple[Any, Any]:
+        self._gemm.capturing = True  # the products a graph would take, planned now
+        try:
+            return self._step(*batch)
+        finally:
+            self._gemm.capturing = False
+
+    def _capture(self, key: tuple[Any, ...], batch: tuple[Any, ...]) -> _Captured | None:
+        cupy = self._cupy
+        inputs = tuple(None if b is None else b.copy() for b in batch)
+        stream = cupy.cuda.Stream(non_blocking=True)
+        stream.wait_event(cupy.cuda.get_current_stream().record())
+        pool = cupy.cuda.MemoryPool()  # the graph's own: nothing else reuses its blocks
+        self._gemm.capturing = True
+        try:
+            with cupy.cuda.using_allocator(pool.malloc), stream:
+                stream.begin_capture()
+                try:
+                    value, out = self._step(*inputs)
+                finally:
+                    graph = stream.end_capture()
+        except Exception as exc:  # CuPy's cuBLAS, a host read, ...: run this shape eagerly
+            self._graphs[key] = None
+            _warn_eager(exc)
+            return None
+        finally:
+            self._gemm.capturing = False
+        captured = _Captured(graph, inputs, value, out)
+        captured.pool = pool  # type: ignore[attr-defined]  (kept as long as the graph)
+        self._graphs[key] = captured
+        # The captured step has not run: the caller replays it for this batch.
+        return captured
+
+
+class TorchGraphStep:
+    """``step`` replayed as a CUDA graph on PyTorch (``torch.cuda.CUDAGraph``)."""
+
+    def __init__(self, torch: Any, step: Step, prepare: Callable[[], None]) -> None:
+        self._torch, self._step, self._prepare = torch, step, prepare
+        self._graphs: dict[tuple[Any, ...], _Captured | None] = {}
+        self._runs: dict[tuple[Any, ...], int] = {}
+
+    def __call__(self, *batch: Any) -> tuple[Any, Any]:
+        self._prepare()
+        key = tuple((tuple(b.shape), str(b.dtype)) if b is not None else None for b in batch)
+        captured = self._graphs.get(key)
+        if captured is None:
+            runs = self._runs.get(key, 0)
+            self._runs[key] = runs + 1
+            if key in self._graphs or runs < WARMUP:
+                return self._warm(batch)
+            captured = self._capture(key, batch)
+            if captured is None:
+                return self._step(*batch)
+        for buffer, array in zip(captured.inputs, batch):
+            if buffer is not None:
+                buffer.copy_(array)
+        captured.graph.replay()
+        return captured.value.clone(), captured.out
+
+    def _warm(self, batch: tuple[Any, ...]) -> tuple[Any, Any]:
+        """An eager step on a side stream, as PyTorch asks before a capture."""
+        torch = self._torch
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            result = self._step(*batch)
+        torch.cuda.current_stream().wait_stream(side)
+        return result
+
+    def _capture(self, key: tuple[Any, ...], batch: tuple[Any, ...]) -> _Captured | None:
+        torch = self._torch
+        inputs = tuple(None if b is None else b.clone() for b in batch)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                value, out = self._step(*inputs)
+        except Exception as exc:
+            self._graphs[key] = None
+            _warn_eager(exc)
+            return None
+        captured = _Captured(graph, inputs, value, out)
+        self._graphs[key] = captured
+        return captured

@@ -1,0 +1,126 @@
+"""Compiled training steps: what may be compiled, and the state a step changes.
+
+A training step (``polynn.training.make_step``) reads nothing back to the host and decides
+nothing in Python from device values: the learning rate and step count, the loss scale and
+Dropout's counters are device arrays it updates there. That makes it one unit a backend can
+compile (``Backend.compile_step``): replayed as a CUDA graph on CuPy and on PyTorch's CUDA
+devices, ``jax.jit``-compiled on JAX. This module says whether a fit may be compiled
+(``reason``) and lists the arrays a step changes (``slots``), which JAX, whose arrays are
+immutable, passes in and out of the compiled function; a CUDA graph updates them in place.
+
+``fit(compile="auto")`` compiles where the backend can and every layer, the loss and the
+optimizer declare that their passes are free of host synchronisation (``compilable``; a class
+of your own declares it once its ``forward``/``backward`` (or ``value_and_grad``, or
+``update``) read nothing back to the host); ``compile=True`` insists (an error says why not),
+``compile=False`` runs eagerly. The environment variable ``POLYNN_COMPILE`` (``auto``, ``1``,
+``0``) sets the default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from polynn.errors import PolynnValueError
+from polynn.layers import Layer, nested
+
+if TYPE_CHECKING:
+    from polynn.distributed import MPI
+    from polynn.losses import Loss
+    from polynn.model import Sequential
+    from polynn.optimizers import Optimizer
+
+__all__ = ["Slot", "declares", "mode", "reason", "slots"]
+
+ENV_VAR = "POLYNN_COMPILE"
+_SETTINGS = {"auto": "auto", "1": True, "true": True, "0": False, "false": False}
+
+
+def mode(compile: bool | str | None) -> bool | str:
+    """``compile`` checked (True, False or "auto"); None reads ``POLYNN_COMPILE`` (else auto)."""
+    if compile is None:
+        setting = os.environ.get(ENV_VAR, "auto").strip().lower()
+        if setting not in _SETTINGS:
+            raise PolynnValueError(
+                f"{ENV_VAR} must be one of {sorted(_SETTINGS)}; got {os.environ[ENV_VAR]!r}."
+            )
+        return _SETTINGS[setting]
+    if compile not in (True, False, "auto"):
+        raise PolynnValueError(f"compile must be True, False or 'auto'; got {compile!r}.")
+    return compile
+
+
+def declares(obj: Any, method: str) -> bool:
+    """Whether the class that defines ``obj``'s ``method`` declares ``compilable = True`` in
+    its own body (a subclass that overrides the method must declare it again)."""
+    owner = next((c for c in type(obj).__mro__ if method in c.__dict__), None)
+    return owner is not None and owner.__dict__.get("compilable", False) is True
+
+
+def reason(model: Sequential, loss: Loss, optimizer: Optimizer, dist: MPI | None) -> str | None:
+    """Why ``model``'s training steps cannot be compiled, or None where they can."""
+    why = model.backend.compile_reason()
+    if why is not None:
+        return why
+    if dist is not None:
+        return "data-parallel steps exchange gradients over MPI between their launches"
+    for layer in (inner for layer in model.layers for inner in nested(layer)):
+        for method in ("forward", "backward"):
+            if not declares(layer, method):
+                return (
+                    f"{type(layer).__name__}.{method} does not declare that it reads nothing "
+                    "back to the host (a layer class sets compilable = True to declare it)"
+                )
+    if not declares(loss, "value_and_grad"):
+        return f"the loss {type(loss).__name__} does not declare compilable = True"
+    if not declares(optimizer, "update"):
+        return f"the optimizer {type(optimizer).__name__} does not declare compilable = True"
+    return None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One array a training step changes: ``holder[key]`` for a dict, else the attribute."""
+
+    holder: Any
+    key: str
+
+    def get(self) -> Any:
+        if isinstance(self.holder, dict):
+            return self.holder[self.key]
+        return getattr(self.holder, self.key)
+
+    def set(self, value: Any) -> None:
+        if isinstance(self.holder, dict):
+            self.holder[self.key] = value
+        else:
+            setattr(self.holder, self.key, value)
+
+
+def slots(model: Sequential, optimizer: Optimizer, layers: Iterable[Layer]) -> list[Slot]:
+    """Every array a training step of ``model`` changes: parameters and their gradients,
+    buffers, the optimizer's state and scalars, the layers' device counters
+    (``Layer.device_state``) and the loss scale's."""
+    out = []
+    for p in model.params:
+        out += [Slot(p, "value"), Slot(p, "grad")]
+    out += [Slot(b, "value") for b in model.buffers]
+    for state in optimizer.state:
+        out += [Slot(state, name) for name in sorted(state)]
+    if optimizer.scalars is not None:
+        out += [Slot(optimizer.scalars, "lr"), Slot(optimizer.scalars, "t")]
+    for layer in (inner for layer in layers for inner in nested(layer)):
+        out += [Slot(layer, name) for name in layer.device_state]
+    if model.loss_scale is not None:
+        out += [Slot(model.loss_scale, name) for name in model.loss_scale.device_state]
+    return out
+
+
+def objects(model: Sequential, layers: Sequence[Layer]) -> list[Any]:
+    """The objects whose attributes a traced step may leave tracers in (the layers and the
+    steps that run them): their attributes are put back after tracing."""
+    found = [inner for layer in model.layers for inner in nested(layer)]
+    found += [layer for layer in layers if all(layer is not f for f in found)]
+    return found
