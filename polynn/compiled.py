@@ -66,11 +66,11 @@ def reason(model: Sequential, loss: Loss, optimizer: Optimizer, dist: MPI | None
         return why
     if dist is not None:
         return "data-parallel steps exchange gradients over MPI between their launches"
-    for layer in (inner for layer in model.layers for inner in nested(layer)):
+    for inner in (inner for layer in model.layers for inner in nested(layer)):
         for method in ("forward", "backward"):
-            if not declares(layer, method):
+            if not declares(inner, method):
                 return (
-                    f"{type(layer).__name__}.{method} does not declare that it reads nothing "
+                    f"{type(inner).__name__}.{method} does not declare that it reads nothing "
                     "back to the host (a layer class sets compilable = True to declare it)"
                 )
     if not declares(loss, "value_and_grad"):
@@ -111,8 +111,8 @@ def slots(model: Sequential, optimizer: Optimizer, layers: Iterable[Layer]) -> l
         out += [Slot(state, name) for name in sorted(state)]
     if optimizer.scalars is not None:
         out += [Slot(optimizer.scalars, "lr"), Slot(optimizer.scalars, "t")]
-    for layer in (inner for layer in layers for inner in nested(layer)):
-        out += [Slot(layer, name) for name in layer.device_state]
+    for inner in (inner for layer in layers for inner in nested(layer)):
+        out += [Slot(inner, name) for name in inner.device_state]
     if model.loss_scale is not None:
         out += [Slot(model.loss_scale, name) for name in model.loss_scale.device_state]
     return out

@@ -25,9 +25,9 @@ import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from polynn import compiled as compiling
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
-from polynn import compiled as compiling
 from polynn.callbacks import Callback, History
 from polynn.compiled import Slot
 from polynn.distributed import MPI, agreed, weighted_means
