@@ -18,9 +18,9 @@ of your own declares it once its ``forward``/``backward`` (or ``value_and_grad``
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from polynn.errors import PolynnValueError
@@ -32,7 +32,16 @@ if TYPE_CHECKING:
     from polynn.model import Sequential
     from polynn.optimizers import Optimizer
 
-__all__ = ["Slot", "declares", "mode", "reason", "slots"]
+__all__ = [
+    "Slot",
+    "StepState",
+    "declares",
+    "mode",
+    "objects",
+    "reason",
+    "slots",
+    "undeclared",
+]
 
 ENV_VAR = "POLYNN_COMPILE"
 _SETTINGS = {"auto": "auto", "1": True, "true": True, "0": False, "false": False}
@@ -66,6 +75,12 @@ def reason(model: Sequential, loss: Loss, optimizer: Optimizer, dist: MPI | None
         return why
     if dist is not None:
         return "data-parallel steps exchange gradients over MPI between their launches"
+    return undeclared(model, loss, optimizer)
+
+
+def undeclared(model: Sequential, loss: Loss, optimizer: Optimizer) -> str | None:
+    """The layer, loss or optimizer whose passes are not declared free of host reads (a
+    sentence saying which), or None."""
     for inner in (inner for layer in model.layers for inner in nested(layer)):
         for method in ("forward", "backward"):
             if not declares(inner, method):
@@ -80,23 +95,24 @@ def reason(model: Sequential, loss: Loss, optimizer: Optimizer, dist: MPI | None
     return None
 
 
-@dataclass(frozen=True)
 class Slot:
-    """One array a training step changes: ``holder[key]`` for a dict, else the attribute."""
+    """One array a training step changes: ``holder[key]`` for a dict, else the attribute;
+    ``get()`` and ``set(value)`` reach it (bound once: a compiled step calls them at every
+    step)."""
 
-    holder: Any
-    key: str
+    __slots__ = ("get", "holder", "key", "set")
 
-    def get(self) -> Any:
-        if isinstance(self.holder, dict):
-            return self.holder[self.key]
-        return getattr(self.holder, self.key)
-
-    def set(self, value: Any) -> None:
-        if isinstance(self.holder, dict):
-            self.holder[self.key] = value
+    def __init__(self, holder: Any, key: str) -> None:
+        self.holder, self.key = holder, key
+        if isinstance(holder, dict):
+            self.get = functools.partial(dict.__getitem__, holder, key)
+            self.set = functools.partial(dict.__setitem__, holder, key)
         else:
-            setattr(self.holder, self.key, value)
+            self.get = functools.partial(getattr, holder, key)
+            self.set = functools.partial(setattr, holder, key)
+
+    def __repr__(self) -> str:
+        return f"Slot({type(self.holder).__name__}, {self.key!r})"
 
 
 def slots(model: Sequential, optimizer: Optimizer, layers: Iterable[Layer]) -> list[Slot]:
@@ -116,6 +132,25 @@ def slots(model: Sequential, optimizer: Optimizer, layers: Iterable[Layer]) -> l
     if model.loss_scale is not None:
         out += [Slot(model.loss_scale, name) for name in model.loss_scale.device_state]
     return out
+
+
+class StepState:
+    """``slots`` of a model's compiled step, made again only when they may have changed: the
+    optimizer's state or scalars replaced (a reset, a load), or the first gradients made."""
+
+    def __init__(self, model: Sequential, optimizer: Optimizer, layers: Sequence[Layer]) -> None:
+        self._model, self._optimizer, self._layers = model, optimizer, layers
+        self._version: tuple[Any, ...] | None = None
+        self._slots: list[Slot] = []
+
+    def __call__(self) -> list[Slot]:
+        model, optimizer = self._model, self._optimizer
+        first = model.params[0].grad is None if model.params else False
+        version = (id(optimizer.state), id(optimizer.scalars), first)
+        if version != self._version:
+            self._slots = slots(model, optimizer, self._layers)
+            self._version = version
+        return self._slots
 
 
 def objects(model: Sequential, layers: Sequence[Layer]) -> list[Any]:

@@ -114,6 +114,8 @@ class Sequential:
         self.loss_unknown = False
         self.stop_training = False
         self._last_output_shape: tuple[int, ...] | None = None
+        #: The compiled training step of the last compiled fit, with what it was made for.
+        self._compiled: tuple[Any, Any] | None = None
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(layer) for layer in self.layers)

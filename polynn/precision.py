@@ -66,18 +66,20 @@ class LossScale:
 
     def bind(self, xp: Any, device: Any, inplace: bool = True) -> None:
         """Keep the counters as float32 arrays on ``device`` from now on."""
-        self._xp, self._inplace = xp, inplace
+        self._xp, self._device, self._inplace = xp, device, inplace
         for name in self.device_state:
             value = getattr(self, name)
             value = value if isinstance(value, float) else float(value)
             setattr(self, name, xp.asarray(value, dtype=xp.float32, device=device))
 
     def _write(self, name: str, value: Any) -> None:
-        current = getattr(self, name)
-        if self._xp is None or not self._inplace:
-            setattr(self, name, value)
+        xp = self._xp
+        if xp is None:
+            setattr(self, name, float(value))
+        elif self._inplace:
+            getattr(self, name)[...] = value
         else:
-            current[...] = value
+            setattr(self, name, xp.asarray(value, dtype=xp.float32, device=self._device))
 
     @property
     def scale(self) -> Any:

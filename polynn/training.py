@@ -109,7 +109,7 @@ class ArrayBatches:
         self.spans = spans(self.rows, batch_size)
         self.sizes = [stop - start for start, stop in self.spans]
         self._arrays = (X, y) if w is None else (X, y, w)
-        self._backend, self._rng = backend, rng
+        self._backend, self._rng, self._shuffle = backend, rng, shuffle
         self._fixed: list[tuple[Any, ...]] | None = None
         if len(self.spans) == 1:
             self._fixed = [self._arrays]
@@ -120,15 +120,22 @@ class ArrayBatches:
         return len(self.spans)
 
     def _slice(self, arrays: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        return [tuple(a[start:stop, ...] for a in arrays) for start, stop in self.spans]
+        return self._backend.batches(arrays, self.spans)
 
     def epoch(self) -> list[tuple[Any, ...]]:
         """The next epoch's batches: ``(x, y)`` or ``(x, y, w)`` tuples."""
         if self._fixed is not None:
             return self._fixed
-        xp = self._backend.xp
         order = self._backend.from_numpy(self._rng.permutation(self.rows))
-        return self._slice(tuple(xp.take(a, order, axis=0) for a in self._arrays))
+        return self._backend.batches(self._arrays, self.spans, order)
+
+    def epoch_arrays(self) -> tuple[Any, ...]:
+        """The next epoch's ``(X, y)`` or ``(X, y, w)`` in the epoch's order, whose rows
+        ``spans`` cuts into batches (for a step that cuts them itself)."""
+        if self._shuffle and len(self.spans) > 1:
+            order = self._backend.from_numpy(self._rng.permutation(self.rows))
+            return tuple(self._backend.xp.take(a, order, axis=0) for a in self._arrays)
+        return self._arrays
 
 
 class RankBatches:
@@ -370,6 +377,31 @@ def make_distributed_step(
     return step
 
 
+def compiled_step(
+    model: Sequential, layers: Sequence[Layer], loss: Loss, optimizer: Optimizer
+) -> Step:
+    """The compiled step of ``model`` with this loss and optimizer: made by the backend once
+    and kept on the model for the next ``fit`` with the same ones (a fit per epoch keeps its
+    traced function or captured graphs; a new loss or optimizer replaces them)."""
+    # A loss named by a string is a new object at every fit: its class and settings count.
+    key = (type(loss), repr(loss.get_config()), optimizer, tuple(layers))
+    kept = getattr(model, "_compiled", None)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    if model.mixed:
+        step = make_mixed_step(layers, loss, optimizer, model, compiled=True)
+    else:
+        step = make_step(layers, loss, optimizer, compiled=True)
+    step = model.backend.compile_step(
+        step,
+        compiling.StepState(model, optimizer, layers),
+        compiling.objects(model, layers),
+        optimizer.prepare,
+    )
+    model._compiled = (key, step)
+    return step
+
+
 class Summary:
     """The per-batch losses and metric counts of one pass, reduced to the pass's logs."""
 
@@ -503,16 +535,28 @@ def epochs_of(
     isfinite = math.isfinite
     # A tiny network's common case, kept cheap:
     quick = len(batches) == 1 and not metrics and dist is None
+    # A compiled step that cuts its batch from the epoch's arrays itself (JAX: one dispatch a
+    # step, where slicing outside it costs one per array).
+    rows = getattr(step, "rows", None) if isinstance(batches, ArrayBatches) else None
     for epoch in range(epochs):
         if begin is not None:
             begin(epoch)
         values: list[Any] = []
         counts: dict[str, list[Any]] = {name: [] for name in metrics} if metrics else {}
-        for batch in batches.epoch():
-            value, out = step(*batch)
+        if rows is not None:
+            arrays = batches.epoch_arrays()
+            epoch_batches: Iterable[Any] = ((arrays, span) for span in batches.spans)
+        else:
+            epoch_batches = batches.epoch()
+        for batch in epoch_batches:
+            if rows is not None:
+                value, out = rows(*batch)
+                yb = batch[0][1][slice(*batch[1]), ...] if metrics else None
+            else:
+                value, out = step(*batch)
+                yb = batch[1]
             values.append(value)
             if metrics:
-                yb = batch[1]
                 for name, fn in metrics.items():
                     counts[name].append(fn(out, yb, xp))
             if tick is not None:
@@ -636,17 +680,12 @@ def train(
         step = make_distributed_step(
             layers, loss, optimizer, model, dist, batches.sizes, batches.offsets
         )
+    elif compiled:
+        step = compiled_step(model, layers, loss, optimizer)
     elif model.mixed:
-        step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded, compiled=compiled)
+        step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded)
     else:
-        step = make_step(layers, loss, optimizer, guarded=guarded, compiled=compiled)
-    if compiled:
-        step = backend.compile_step(
-            step,
-            lambda: compiling.slots(model, optimizer, layers),
-            compiling.objects(model, layers),
-            optimizer.prepare,
-        )
+        step = make_step(layers, loss, optimizer, guarded=guarded)
     snapshot = Snapshot(model.params, backend)
 
     # Before each epoch: an epoch-counting schedule, and the callbacks that want to know.

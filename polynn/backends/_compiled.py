@@ -49,8 +49,11 @@ class JaxStep:
         prepare: Callable[[], None],
     ) -> None:  # fmt: skip
         self._step, self._slots, self._objects, self._prepare = step, slots, objects, prepare
+        self._jax = jax
         self._jit = jax.jit(self._pure)
+        self._jit_rows = jax.jit(self._pure_rows, static_argnums=(3,))
         self._seen: set[tuple[Any, ...]] = set()
+        self._ready: list[Any] | None = None  # the slots list last seen compiled
 
     def _pure(self, values: list[Any], batch: tuple[Any, ...]) -> tuple[list[Any], Any, Any]:
         slots = self._slots()
@@ -65,33 +68,74 @@ class JaxStep:
                 vars(obj).clear()
                 vars(obj).update(attributes)
 
+    def _pure_rows(
+        self, values: list[Any], arrays: tuple[Any, ...], start: Any, size: int
+    ) -> tuple[list[Any], Any, Any]:
+        cut = self._jax.lax.dynamic_slice_in_dim
+        return self._pure(values, tuple(cut(a, start, size) for a in arrays))
+
     def __call__(self, *batch: Any) -> tuple[Any, Any]:
+        return self._run(batch, None)
+
+    def rows(self, arrays: tuple[Any, ...], span: tuple[int, int]) -> tuple[Any, Any]:
+        """The step on rows ``start:stop`` of ``arrays``, cut inside the compiled function."""
+        return self._run(arrays, span)
+
+    def _run(self, batch: tuple[Any, ...], span: tuple[int, int] | None) -> tuple[Any, Any]:
         self._prepare()
         slots = self._slots()
-        structure = tuple((id(s.holder), s.key, s.get() is None) for s in slots)
-        if structure not in self._seen:  # the first step of a structure runs eagerly
-            self._seen.add(structure)
-            return self._step(*batch)
+        if slots is not self._ready:
+            structure = tuple((id(s.holder), s.key, s.get() is None) for s in slots)
+            if structure not in self._seen:  # the first step of a structure runs eagerly
+                self._seen.add(structure)
+                if span is not None:
+                    batch = tuple(a[span[0] : span[1]] for a in batch)
+                return self._step(*batch)
+            self._ready = slots
         values = [slot.get() for slot in slots]
-        new, value, out = self._jit(values, tuple(b for b in batch if b is not None))
+        batch = tuple(b for b in batch if b is not None)
+        if span is None:
+            new, value, out = self._jit(values, batch)
+        else:
+            new, value, out = self._jit_rows(values, batch, span[0], span[1] - span[0])
         for slot, array in zip(slots, new):
             slot.set(array)
         return value, out
 
 
 class _Captured:
-    """One batch shape's graph, its input buffers and its outputs."""
+    """One batch shape's graph, its input buffers, its outputs, and the arrays of the state
+    it reads and writes where they were when it was captured."""
 
-    def __init__(self, graph: Any, inputs: tuple[Any, ...], value: Any, out: Any) -> None:
+    def __init__(
+        self, graph: Any, inputs: tuple[Any, ...], value: Any, out: Any, slots: list[Any]
+    ) -> None:
         self.graph, self.inputs, self.value, self.out = graph, inputs, value, out
+        self.state = [(slot, slot.get()) for slot in slots if slot.key != "grad"]
+
+    def prepare(self, batch: tuple[Any, ...], copy: Callable[[Any, Any], None]) -> None:
+        """Copy the batch into the input buffers, and any state array that was rebound since
+        the capture (weights set or restored, a file's counters) into the graph's own."""
+        for buffer, array in zip(self.inputs, batch):
+            if buffer is not None:
+                copy(buffer, array)
+        for slot, array in self.state:
+            current = slot.get()
+            if current is not array:
+                copy(array, current)
+                slot.set(array)
 
 
 class GraphStep:
     """``step`` replayed as a CUDA graph on CuPy (see the module). ``gemm`` is the backend's
     cuBLASLt planner: while warming up and capturing, every product goes through it."""
 
-    def __init__(self, cupy: Any, gemm: Any, step: Step, prepare: Callable[[], None]) -> None:
+    def __init__(
+        self, cupy: Any, gemm: Any, step: Step, slots: Callable[[], list[Any]],
+        prepare: Callable[[], None],
+    ) -> None:  # fmt: skip
         self._cupy, self._gemm, self._step, self._prepare = cupy, gemm, step, prepare
+        self._slots = slots
         self._graphs: dict[tuple[Any, ...], _Captured | None] = {}
         self._runs: dict[tuple[Any, ...], int] = {}
 
@@ -107,9 +151,7 @@ class GraphStep:
             captured = self._capture(key, batch)
             if captured is None:
                 return self._eager(batch)
-        for buffer, array in zip(captured.inputs, batch):
-            if buffer is not None:
-                buffer[...] = array
+        captured.prepare(batch, _assign)
         captured.graph.launch()
         return captured.value.copy(), captured.out
 
@@ -140,7 +182,7 @@ class GraphStep:
             return None
         finally:
             self._gemm.capturing = False
-        captured = _Captured(graph, inputs, value, out)
+        captured = _Captured(graph, inputs, value, out, self._slots())
         captured.pool = pool  # type: ignore[attr-defined]  (kept as long as the graph)
         self._graphs[key] = captured
         # The captured step has not run: the caller replays it for this batch.
@@ -150,8 +192,11 @@ class GraphStep:
 class TorchGraphStep:
     """``step`` replayed as a CUDA graph on PyTorch (``torch.cuda.CUDAGraph``)."""
 
-    def __init__(self, torch: Any, step: Step, prepare: Callable[[], None]) -> None:
-        self._torch, self._step, self._prepare = torch, step, prepare
+    def __init__(
+        self, torch: Any, step: Step, slots: Callable[[], list[Any]],
+        prepare: Callable[[], None],
+    ) -> None:  # fmt: skip
+        self._torch, self._step, self._prepare, self._slots = torch, step, prepare, slots
         self._graphs: dict[tuple[Any, ...], _Captured | None] = {}
         self._runs: dict[tuple[Any, ...], int] = {}
 
@@ -167,9 +212,7 @@ class TorchGraphStep:
             captured = self._capture(key, batch)
             if captured is None:
                 return self._step(*batch)
-        for buffer, array in zip(captured.inputs, batch):
-            if buffer is not None:
-                buffer.copy_(array)
+        captured.prepare(batch, lambda to, array: to.copy_(array))
         captured.graph.replay()
         return captured.value.clone(), captured.out
 
@@ -194,6 +237,10 @@ class TorchGraphStep:
             self._graphs[key] = None
             _warn_eager(exc)
             return None
-        captured = _Captured(graph, inputs, value, out)
+        captured = _Captured(graph, inputs, value, out, self._slots())
         self._graphs[key] = captured
         return captured
+
+
+def _assign(to: Any, array: Any) -> None:
+    to[...] = array

@@ -83,6 +83,15 @@ class Backend:
     def synchronize(self) -> None:
         """Wait until queued device work has finished (a no-op on the CPU)."""
 
+    def batches(
+        self, arrays: Sequence[Any], spans: Sequence[tuple[int, int]], order: Any = None
+    ) -> list[tuple[Any, ...]]:
+        """The rows ``start:stop`` of each of ``arrays`` for each span, after taking their
+        rows in ``order`` (an integer array on the device) if given."""
+        if order is not None:
+            arrays = [self.xp.take(a, order, axis=0) for a in arrays]
+        return [tuple(a[start:stop, ...] for a in arrays) for start, stop in spans]
+
     def compile_reason(self) -> str | None:
         """Why this backend compiles no training step, or None where it can
         (``polynn.compiled``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import threading
 import warnings
@@ -202,7 +203,7 @@ class CupyBackend(Backend):
     def compile_step(self, step: Any, slots: Any, objects: Any, prepare: Any) -> Any:
         from polynn.backends._compiled import GraphStep
 
-        return GraphStep(self._cupy, self.kernels.gemm, step, prepare)
+        return GraphStep(self._cupy, self.kernels.gemm, step, slots, prepare)
 
 
 def _cuda_index(device: Any, cupy: Any, count: int) -> int:
@@ -284,7 +285,7 @@ class TorchBackend(Backend):
     def compile_step(self, step: Any, slots: Any, objects: Any, prepare: Any) -> Any:
         from polynn.backends._compiled import TorchGraphStep
 
-        return TorchGraphStep(self._torch, step, prepare)
+        return TorchGraphStep(self._torch, step, slots, prepare)
 
 
 class JaxBackend(Backend):
@@ -349,6 +350,23 @@ class JaxBackend(Backend):
 
     def synchronize(self) -> None:
         self.xp.zeros((), device=self.device).block_until_ready()
+
+    def batches(self, arrays: Any, spans: Any, order: Any = None) -> list[tuple[Any, ...]]:
+        """One compiled call cuts an epoch's batches (and shuffles the rows first), where
+        slicing each batch outside it would cost a dispatch per array and batch."""
+        cut = self._slicer(tuple(spans), order is not None)
+        return cut(tuple(arrays), order)
+
+    @functools.cache  # noqa: B019 (a backend lives as long as the process)
+    def _slicer(self, spans: tuple[tuple[int, int], ...], shuffled: bool) -> Any:
+        jnp = self.xp
+
+        def cut(arrays: tuple[Any, ...], order: Any) -> list[tuple[Any, ...]]:
+            if shuffled:
+                arrays = tuple(jnp.take(a, order, axis=0) for a in arrays)
+            return [tuple(a[start:stop] for a in arrays) for start, stop in spans]
+
+        return self._jax.jit(cut)
 
     def compile_reason(self) -> str | None:
         return None

@@ -1,0 +1,230 @@
+"""Compiled training steps (``fit(compile=...)``): a compiled fit equals an eager fit on the
+same backend (float64 to 1e-12) for every layer, optimizer, schedule, clipping, sample
+weights, mixed precision and Dropout; files and resumes work from a compiled run; divergence
+is caught at the same batch. Where a backend compiles nothing (NumPy, array-api-strict,
+PyTorch on the CPU) the compiled tests skip saying why; the choice itself is tested
+everywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import polynn as pn
+
+pytestmark = pytest.mark.filterwarnings("ignore:mixed precision on NumPy:UserWarning")
+
+
+def compiles(backend):
+    why = backend.compile_reason()
+    if why is not None:
+        pytest.skip(f"backend {backend.name!r} compiles no step: {why}")
+
+
+def data(rows=48, features=6, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(rows, features)), rng.integers(0, classes, size=rows)
+
+
+def mlp():
+    return [
+        pn.Dense(6, 16), pn.ReLU(), pn.BatchNorm(16), pn.Dense(16, 16), pn.Tanh(),
+        pn.Dropout(0.25), pn.Residual(pn.Dense(16, 16), pn.GELU()), pn.LayerNorm(16),
+        pn.Dense(16, 16), pn.LeakyReLU(0.1), pn.Dense(16, 16), pn.SiLU(), pn.Dense(16, 16),
+        pn.ELU(), pn.Dense(16, 16), pn.Softplus(), pn.Dense(16, 16), pn.Sigmoid(),
+        pn.Dense(16, 3),
+    ]  # fmt: skip
+
+
+def cnn():
+    return [
+        pn.Reshape((6, 1)), pn.Conv1D(1, 4, 3, padding=1), pn.ReLU(), pn.MaxPool1D(2),
+        pn.Conv1D(4, 5, 2, stride=1), pn.Tanh(), pn.GlobalAveragePool1D(), pn.Dense(5, 3),
+    ]  # fmt: skip
+
+
+def twins(backend, layers, dtype="float64", seed=1):
+    return [pn.Sequential(*layers(), backend=backend, dtype=dtype, seed=seed) for _ in range(2)]
+
+
+def assert_equal_runs(eager, compiled, rtol):
+    for a, b in zip(eager.get_weights(), compiled.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol)
+    for a, b in zip(eager.buffers, compiled.buffers):
+        np.testing.assert_allclose(pn.to_numpy(b.value), pn.to_numpy(a.value), rtol=rtol, atol=rtol)
+
+
+OPTIMIZERS = {
+    "sgd-nesterov-decay": lambda: pn.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam-clipnorm": lambda: pn.Adam(1e-2, weight_decay=1e-3, clipnorm=0.5),
+    "adamw-cosine": lambda: pn.AdamW(pn.CosineDecay(1e-2, decay_steps=20)),
+    "rmsprop-centered": lambda: pn.RMSprop(1e-3, momentum=0.5, centered=True, clipvalue=0.1),
+    "adagrad-stepdecay": lambda: pn.Adagrad(pn.StepDecay(0.05, step_size=2, gamma=0.5)),
+}
+
+
+@pytest.mark.parametrize("layers", [mlp, cnn], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_compiled_fit_equals_the_eager_one(backend, layers, name):
+    compiles(backend)
+    X, y = data()
+    kwargs = dict(loss="cross_entropy", epochs=3, batch_size=10, verbose=0, metrics=["accuracy"])
+    eager, compiled = twins(backend, layers)
+    h1 = eager.fit(X, y, optimizer=OPTIMIZERS[name](), compile=False, **kwargs)
+    h2 = compiled.fit(X, y, optimizer=OPTIMIZERS[name](), compile=True, **kwargs)
+    for key in h1.history:
+        np.testing.assert_allclose(h2.history[key], h1.history[key], rtol=1e-12, atol=1e-12)
+    assert_equal_runs(eager, compiled, 1e-12)
+    assert compiled.optimizer.iterations == eager.optimizer.iterations == 15
+    assert compiled.layers[5 if layers is mlp else 4].get_state() == (
+        eager.layers[5 if layers is mlp else 4].get_state()
+    )
+
+
+def test_sample_weights_and_validation(backend):
+    compiles(backend)
+    X, y = data()
+    w = np.random.default_rng(3).uniform(0.1, 2.0, size=len(X))
+    kwargs = dict(loss="cross_entropy", optimizer=None, epochs=2, batch_size=16, verbose=0,
+                  sample_weight=w, validation_split=0.25)  # fmt: skip
+    eager, compiled = twins(backend, mlp)
+    h1 = eager.fit(X, y, compile=False, **{**kwargs, "optimizer": pn.Adam(1e-2)})
+    h2 = compiled.fit(X, y, compile=True, **{**kwargs, "optimizer": pn.Adam(1e-2)})
+    np.testing.assert_allclose(h2.history["val_loss"], h1.history["val_loss"], rtol=1e-12)
+    assert_equal_runs(eager, compiled, 1e-12)
+
+
+#: A compiler may keep a chain of half-type operations in float32 where the eager steps round
+#: after each: the runs agree to a few of the half type's roundings.
+HALF_RTOL = {"mixed_bfloat16": 3e-2, "mixed_float16": 5e-3}
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_compiles_and_skips_overflowing_steps(backend, policy):
+    compiles(backend)
+    try:
+        backend.compute_dtype(policy)
+    except pn.PolynnValueError as exc:
+        pytest.skip(str(exc))
+    X, y = data(rows=40)
+
+    def small():
+        return [pn.Dense(6, 16), pn.ReLU(), pn.Dropout(0.2), pn.Dense(16, 8), pn.Tanh(),
+                pn.Dense(8, 3)]  # fmt: skip
+
+    eager, compiled = twins(backend, small, dtype=policy)
+    if policy == "mixed_float16":  # a scale that overflows at first: steps are skipped
+        for net in (eager, compiled):
+            net.loss_scale.scale = 2.0**40
+    kwargs = dict(loss="cross_entropy", epochs=3, batch_size=8, verbose=0)
+    h1 = eager.fit(X, y, optimizer=pn.SGD(0.05, momentum=0.9), compile=False, **kwargs)
+    h2 = compiled.fit(X, y, optimizer=pn.SGD(0.05, momentum=0.9), compile=True, **kwargs)
+    rtol = HALF_RTOL[policy]
+    for key in h1.history:
+        np.testing.assert_allclose(h2.history[key], h1.history[key], rtol=rtol, atol=rtol)
+    for a, b in zip(eager.get_weights(), compiled.get_weights()):
+        assert np.linalg.norm(b - a) <= rtol * np.linalg.norm(a)
+    assert compiled.optimizer.iterations == eager.optimizer.iterations
+    if policy == "mixed_float16":
+        assert h1.history["skipped_steps"][0] > 0
+
+
+def test_divergence_is_caught_at_the_same_batch(backend):
+    compiles(backend)
+    X, y = data()
+    X[:, 0] *= 1e3
+    messages = []
+    for flag in (False, True):
+        net = pn.Sequential(pn.Dense(6, 8), pn.Dense(8, 1), backend=backend, dtype="float64",
+                            seed=0)  # fmt: skip
+        with pytest.raises(pn.TrainingDivergedError) as caught:
+            net.fit(X, y.astype(float), loss="mse", optimizer=pn.SGD(50.0), epochs=5,
+                    batch_size=12, verbose=0, compile=flag)  # fmt: skip
+        messages.append(str(caught.value))
+        assert all(np.isfinite(w).all() for w in net.get_weights())
+    assert messages[0] == messages[1]
+
+
+def test_a_compiled_run_resumes_from_its_file(backend, tmp_path):
+    compiles(backend)
+    X, y = data()
+    kwargs = dict(loss="cross_entropy", batch_size=10, verbose=0)
+    straight = pn.Sequential(*mlp(), backend=backend, dtype="float64", seed=2)
+    straight.fit(X, y, optimizer=pn.Adam(1e-2), epochs=4, compile=False, **kwargs)
+    first = pn.Sequential(*mlp(), backend=backend, dtype="float64", seed=2)
+    first.fit(X, y, optimizer=pn.Adam(1e-2), epochs=2, compile=True, **kwargs)
+    first.save(tmp_path / "half.npz")
+    resumed = pn.load(tmp_path / "half.npz", backend=backend)
+    resumed.fit(X, y, epochs=2, compile=True, **kwargs)
+    assert_equal_runs(straight, resumed, 1e-12)
+
+
+def test_weights_set_between_compiled_fits_are_used(backend):
+    """A fit per epoch keeps its compiled step; weights set in between still count."""
+    compiles(backend)
+    X, y = data()
+    kwargs = dict(loss="cross_entropy", optimizer=None, epochs=1, batch_size=12, verbose=0)
+    eager, compiled = twins(backend, mlp)
+    for net, flag in ((eager, False), (compiled, True)):
+        opt = pn.SGD(0.1, momentum=0.9)
+        net.fit(X, y, compile=flag, **{**kwargs, "optimizer": opt})
+        net.set_weights([w * 0.5 for w in net.get_weights()])
+        net.fit(X, y, compile=flag, **{**kwargs, "optimizer": opt})
+    assert_equal_runs(eager, compiled, 1e-12)
+
+
+# -- the choice, on every backend --------------------------------------------------------
+def test_compile_true_says_why_it_cannot(backend):
+    net = pn.Sequential(pn.Dense(2, 1), backend=backend)
+    X, y = np.zeros((4, 2)), np.zeros((4, 1))
+    why = backend.compile_reason()
+    if why is None:
+        net.fit(X, y, compile=True, verbose=0)
+    else:
+        with pytest.raises(pn.PolynnValueError, match="cannot be compiled"):
+            net.fit(X, y, compile=True, verbose=0)
+    net.fit(X, y, compile="auto", verbose=0)  # runs either way
+
+
+class Twice(pn.Layer):
+    """A layer of the user's own that has not declared its passes free of host reads."""
+
+    def forward(self, x):
+        return x * 2.0
+
+    def backward(self, grad):
+        return grad * 2.0
+
+
+class Declared(Twice):
+    compilable = True
+
+    def forward(self, x):
+        return x * 2.0
+
+
+def test_layers_of_the_users_own_opt_in(backend):
+    from polynn import compiled
+
+    net = pn.Sequential(pn.Dense(2, 2), Twice(), backend=backend)
+    why = compiled.undeclared(net, net._loss(None, "fit"), pn.SGD())
+    assert why.startswith("Twice.forward does not declare")
+    assert not compiled.declares(Declared(), "backward")  # inherited from Twice: undeclared
+    assert compiled.declares(Declared(), "forward")
+    if backend.compile_reason() is None:
+        with pytest.raises(pn.PolynnValueError, match="Twice.forward"):
+            net.fit(np.zeros((4, 2)), np.zeros((4, 2)), compile=True, verbose=0)
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("1", True), ("0", False)])
+def test_the_environment_sets_the_default(monkeypatch, value, expected):
+    from polynn import compiled
+
+    monkeypatch.setenv("POLYNN_COMPILE", value)
+    assert compiled.mode(None) == expected
+    assert compiled.mode(False) is False
+    monkeypatch.setenv("POLYNN_COMPILE", "maybe")
+    with pytest.raises(pn.PolynnValueError, match="POLYNN_COMPILE must be one of"):
+        compiled.mode(None)
+    with pytest.raises(pn.PolynnValueError, match="compile must be True, False or 'auto'"):
+        compiled.mode("yes")
