@@ -13,13 +13,16 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polynn._checks import number, unknown_name
 from polynn.backends import Backend
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.layers import Parameter
 from polynn.schedules import Schedule
+
+if TYPE_CHECKING:
+    from polynn.model import Sequential
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "get_optimizer"]
 
@@ -83,23 +86,46 @@ class Optimizer:
         self._lr_seen: float | None = None
         self._lr_0d: Any = None
 
-    def bind(self, params: Sequence[Parameter], backend: Backend) -> None:
-        """Train ``params`` (arrays of ``backend``) from now on, with its kernels.
+    def bind(
+        self, params: Sequence[Parameter] | Sequential, backend: Backend | None = None
+    ) -> None:
+        """Train ``params`` (arrays of ``backend``) from now on, with its kernels; or, given a
+        model, its trainable parameters (``net.trainable_params``: frozen layers left out) on
+        its backend. ``fit`` binds its model; a manual loop calls ``opt.bind(net)`` once
+        (and again after freezing or unfreezing layers).
 
-        Binding the parameters already bound keeps the state, so a second ``fit`` continues
-        where the first stopped.
+        The state of parameters already bound is kept, so a second ``fit`` continues where
+        the first stopped, also after freezing some layers; binding parameters none of which
+        were bound (another model) starts afresh.
         """
+        if backend is None:
+            if not hasattr(params, "trainable_params"):
+                raise PolynnTypeError(
+                    f"bind takes a model (opt.bind(net)) or parameters and their backend; got "
+                    f"{type(params).__name__} without a backend."
+                )
+            params, backend = params.trainable_params, params.backend
         self.xp, self.kernels = backend.xp, backend.kernels
         params = tuple(params)
         if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
+            before = {id(p): state for p, state in zip(self.params, self.state)}
+            self.state = [before.get(id(p), {}) for p in params]
+            if not any(id(p) in before for p in params):
+                self.iterations = 0
+                self.epochs = 0
             self.params = params
-            self.state = [{} for _ in params]
-            self.iterations = 0
-            self.epochs = 0
             self._lr_seen = None
 
     def step(self) -> None:
+        """Apply the update rule to the bound parameters, from their gradients (without the
+        schedule or clipping: ``update`` applies those)."""
         raise NotImplementedError
+
+    def update(self) -> None:
+        """One update as ``fit`` makes it after each backward pass: the schedule's rate for
+        this step (a schedule counting steps), the gradients clipped (``clipnorm``,
+        ``clipvalue``), then ``step``. What a manual training loop calls."""
+        self.updater()()
 
     def updater(self) -> Callable[[], None]:
         """What a training step calls after the backward pass: ``step`` itself, or with the
@@ -155,6 +181,8 @@ class Optimizer:
         ``lr`` changes. NumPy multiplies a small array by a 0-d array of its dtype about
         0.25 us faster than by a Python float; plain SGD does one such product per parameter.
         """
+        if not self.params:
+            return self.lr
         if self._lr_seen != self.lr:
             like = self.params[0].value
             self._lr_0d = self.xp.asarray(self.lr, dtype=like.dtype, device=like.device)

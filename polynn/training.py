@@ -294,7 +294,7 @@ def make_distributed_step(
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
     value_and_grad, update = loss.value_and_grad, optimizer.updater()
-    backend, params = model.backend, model.params
+    backend, params = model.backend, optimizer.params  # frozen ones need no sum
     xp, send = backend.xp, dist.transport(backend).allreduce
     zero = xp.asarray(0.0, dtype=model.dtype, device=backend.device)
     totals = itertools.cycle(sizes)

@@ -392,7 +392,11 @@ def test_bad_device_name(backend, device):
         (lambda: pn.Dense(3, -2), ValueError, r"out_features must be at least 1; got -2"),
         (lambda: pn.Dense(2.5, 3), TypeError, r"in_features must be an integer; got 2.5"),
         (lambda: pn.Dense("2", 3), TypeError, r"in_features must be an integer; got '2'"),
-        (lambda: pn.Dense(2, 3, init="zeros"), ValueError, r"'zeros'.*glorot_uniform"),
+        (
+            lambda: pn.Dense(2, 3, init="zero"),
+            ValueError,
+            r"'zero'; did you mean 'zeros'.*glorot_uniform",
+        ),
         (lambda: pn.LeakyReLU(-0.1), ValueError, r"negative_slope must lie in \[0, 1\)"),
         (lambda: pn.BinaryCrossEntropy(eps=0), ValueError, r"eps must lie in \(0, 0.5\)"),
         (lambda: pn.EarlyStopping(patience=-1), ValueError, r"patience must be at least 0"),

@@ -138,7 +138,7 @@ def test_the_file_records_the_optimizer_state(backend, tmp_path):
     with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
         config = json.loads(str(data["config"]))
         arrays = {name: data[name] for name in data.files if name != "config"}
-    assert config["format_version"] == 2
+    assert config["format_version"] == 3
     training = config["training"]
     assert training["loss"] == {"type": "CrossEntropy", "config": {}}
     assert training["metrics"] == ["accuracy"]
@@ -147,8 +147,11 @@ def test_the_file_records_the_optimizer_state(backend, tmp_path):
     assert training["optimizer"]["state"] == [["m", "v"]] * 4
     assert len(arrays) == 4 + 4 * 2  # W1, b1, W2, b2, then m and v of each
     state = net.optimizer.state
-    np.testing.assert_array_equal(arrays["param_4"], pn.to_numpy(state[0]["m"]))
-    np.testing.assert_array_equal(arrays["param_11"], pn.to_numpy(state[3]["v"]))
+    names = config["arrays"]
+    assert names[4:6] == ["optimizer.layers.0.W.m", "optimizer.layers.0.W.v"]
+    np.testing.assert_array_equal(arrays["optimizer.layers.0.W.m"], pn.to_numpy(state[0]["m"]))
+    np.testing.assert_array_equal(arrays[names[11]], pn.to_numpy(state[3]["v"]))
+    assert names[11] == "optimizer.layers.2.b.v"
 
 
 # -- custom classes -------------------------------------------------------------------------
