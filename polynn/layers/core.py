@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from polynn._checks import integer, number, unknown_name
 from polynn.backends import Backend
@@ -61,7 +61,7 @@ def describe(shape: Shape) -> str:
 
 #: How an array starts: a name from ``INITIALIZERS``, a number (every element), or a function
 #: ``init(shape, rng)`` of the shape and the model's ``numpy.random.Generator``.
-Init = Union[str, float, Callable[[tuple[int, ...], Any], Any]]
+Init = str | float | Callable[[tuple[int, ...], Any], Any]
 
 
 def check_init(init: Any, what: str, names: Sequence[str] = INITIALIZERS) -> Init:

@@ -28,8 +28,8 @@ class Residual(Layer):
     constructed and again when the model is, with an error naming both shapes.
 
     Its parameters are those of its layers, in order (``get_weights`` lists them in place);
-    ``training`` and ``trainable`` are passed down to them. An activation right after a ``Dense`` inside it
-    runs fused into it, as in a model.
+    ``training`` and ``trainable`` are passed down to them. An activation right after a
+    ``Dense`` inside it runs fused into it, as in a model.
     """
 
     def __init__(self, *layers: Layer) -> None:
