@@ -37,6 +37,7 @@ from polynn.backends.host import read_model, write_model
 from polynn.errors import PolynnError, PolynnFileError, PolynnValueError
 from polynn.layers import Layer
 from polynn.losses import get_loss
+from polynn.metrics import check_name
 from polynn.registry import build, encode, lookup, name_of
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
     if net.loss_unknown and net.loss is None:
         training["loss"] = "unknown"
     for metric in net.metrics or ():
-        lookup("metric", metric)  # a name a file can hold
+        check_name(metric)  # a name a file can hold
     opt = net.optimizer
     if opt is not None:
         settings = opt.get_config()
@@ -294,7 +295,7 @@ def restore(
         metrics = training.get("metrics")
         if metrics is not None:
             for metric in metrics:
-                lookup("metric", metric, custom_objects)  # known, or a clear error
+                check_name(metric, custom_objects)  # known, or a clear error
             net.metrics = list(metrics)
         if training.get("optimizer") is not None:
             net.optimizer = _optimizer(

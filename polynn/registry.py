@@ -78,9 +78,9 @@ def register(obj: T | None = None, *, name: str | None = None) -> Any:
     ``@pn.register(name="MyLayer")``.
 
     A class is rebuilt from a file as ``cls(**config)``, ``config`` being what its
-    ``get_config()`` returns (JSON values); a metric ``fn(pred, target, xp)`` returns the
-    number of correct rows of a batch as a 0-d array (see ``polynn.metrics``).
-    """
+    ``get_config()`` returns (JSON values); a metric ``fn(y_true, y_pred)`` returns the
+    figure for the rows it is given (see ``polynn.metrics``). A registered loss or metric is
+    also named by that string in ``fit`` and ``evaluate`` (``loss="my_loss"``)."""
 
     def decorate(obj: T) -> T:
         key = name if name is not None else getattr(obj, "__name__", None)
