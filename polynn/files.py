@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -352,7 +353,9 @@ def load(
     # What the caller asks for (backend, device, dtype) is the caller's to fix, not the file's.
     backend = get(backend, device)
     dtype = saved_dtype if dtype is None else dtype_name(dtype)
-    backend.compute_dtype(dtype)  # a half type this backend lacks: the caller's to change
+    with warnings.catch_warnings():  # NumPy's note on half types: the model built warns
+        warnings.simplefilter("ignore")
+        backend.compute_dtype(dtype)  # a half type this backend lacks: the caller's to change
     try:
         return restore(config, arrays, backend, dtype, custom_objects)
     except (PolynnError, KeyError, TypeError, AttributeError, ValueError) as exc:

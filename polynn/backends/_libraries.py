@@ -44,6 +44,8 @@ def _bad_device(backend: str, device: Any, expected: str) -> PolynnValueError:
 class NumpyBackend(Backend):
     """NumPy on the CPU. NumPy 2 implements the array API standard in its main namespace."""
 
+    half_install = {"bfloat16": 'install ml-dtypes with pip install "polynn[mixed]"'}
+
     def __init__(self, device: Any = None) -> None:
         if device not in (None, "cpu"):
             raise _bad_device("numpy", device, "'cpu' (or None)")
@@ -105,6 +107,8 @@ class ArrayApiStrictBackend(Backend):
 
 class CupyBackend(Backend):
     """CuPy on a CUDA device. Arrays are created under ``cupy.cuda.Device(n)``."""
+
+    half_install = {"bfloat16": 'install ml-dtypes with pip install "polynn[mixed]"'}
 
     def __init__(self, device: Any = None) -> None:
         cupy = _import(
