@@ -69,8 +69,8 @@ def to_numpy(x: Any) -> np.ndarray:
             raise PolynnTypeError(f"cannot copy a {type(x).__name__} to NumPy: {exc}") from None
 
 
-#: The initialisers by name (``Dense(..., init=...)``, ``Layer.add_param``): each draws a
-#: (fan_in, fan_out) matrix, PyTorch's definitions (the normal ones are not truncated).
+#: The initialisers by name (``Dense(..., init=...)``, ``Layer.add_param``): PyTorch's
+#: definitions (the normal ones are not truncated), with the fans of the array's shape.
 INITIALIZERS = (
     "glorot_uniform",
     "glorot_normal",
@@ -93,34 +93,22 @@ class HostRNG:
     def __init__(self, seed: int | None) -> None:
         self._rng = np.random.default_rng(seed)
 
-    def glorot_uniform(self, fan_in: int, fan_out: int) -> np.ndarray:
-        limit = np.sqrt(6.0 / (fan_in + fan_out))
-        return self._rng.uniform(-limit, limit, size=(fan_in, fan_out))
+    def _uniform(self, limit: float, shape: tuple[int, ...]) -> np.ndarray:
+        return self._rng.uniform(-limit, limit, size=shape)
 
-    def glorot_normal(self, fan_in: int, fan_out: int) -> np.ndarray:
-        return self._rng.normal(0.0, np.sqrt(2.0 / (fan_in + fan_out)), size=(fan_in, fan_out))
+    def _normal(self, std: float, shape: tuple[int, ...]) -> np.ndarray:
+        return self._rng.normal(0.0, std, size=shape)
 
-    def he_uniform(self, fan_in: int, fan_out: int) -> np.ndarray:
-        limit = np.sqrt(6.0 / fan_in)
-        return self._rng.uniform(-limit, limit, size=(fan_in, fan_out))
-
-    def he_normal(self, fan_in: int, fan_out: int) -> np.ndarray:
-        return self._rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
-
-    def lecun_normal(self, fan_in: int, fan_out: int) -> np.ndarray:
-        return self._rng.normal(0.0, np.sqrt(1.0 / fan_in), size=(fan_in, fan_out))
-
-    def orthogonal(self, fan_in: int, fan_out: int) -> np.ndarray:
-        """Orthonormal columns (or rows, for a wide matrix): the Q of a Gaussian matrix's QR
-        decomposition, its signs fixed by R's diagonal so that the draw is uniform."""
-        a = self._rng.normal(size=(fan_in, fan_out))
-        wide = fan_in < fan_out
+    def _orthogonal(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The array as a (rows, shape[-1]) matrix with orthonormal columns (or rows, if it
+        is wide): the Q of a Gaussian matrix's QR decomposition, its signs fixed by R's
+        diagonal so that the draw is uniform."""
+        rows = math.prod(shape[:-1])
+        a = self._rng.normal(size=(rows, shape[-1]))
+        wide = rows < shape[-1]
         q, r = np.linalg.qr(a.T if wide else a)
         q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
-        return q.T if wide else q
-
-    def ones(self, fan_in: int, fan_out: int) -> np.ndarray:
-        return np.ones((fan_in, fan_out))
+        return (q.T if wide else q).reshape(shape)
 
     def zeros(self, *shape: int) -> np.ndarray:
         return np.zeros(shape)
@@ -128,30 +116,38 @@ class HostRNG:
     def initial(
         self, init: Any, shape: tuple[int, ...], fan_in: int, fan_out: int, what: str
     ) -> np.ndarray:
-        """The initial values of an array of ``shape``: ``init`` is a name from
-        ``INITIALIZERS`` (a (fan_in, fan_out) draw reshaped to ``shape``), a number (every
-        element), or a function ``init(shape, rng)`` of the shape and this model's
-        ``numpy.random.Generator`` returning an array of that shape. ``what`` names the array
-        in errors."""
+        """The initial values of an array of ``shape`` with ``fan_in`` inputs and ``fan_out``
+        outputs: ``init`` is a name from ``INITIALIZERS``, a number (every element), or a
+        function ``init(shape, rng)`` of the shape and this model's ``numpy.random.Generator``
+        returning an array of that shape. ``what`` names the array in errors."""
+        shape = tuple(shape)
         if callable(init):
             try:
-                values = np.asarray(init(tuple(shape), self._rng), dtype=np.float64)
+                values = np.asarray(init(shape, self._rng), dtype=np.float64)
             except (TypeError, ValueError) as exc:
                 raise PolynnTypeError(
                     f"the init function of {what} must take (shape, rng) and return an array "
                     f"of real numbers of that shape: {exc}"
                 ) from None
-            if values.shape != tuple(shape) or not np.isfinite(values).all():
+            if values.shape != shape or not np.isfinite(values).all():
                 raise PolynnValueError(
-                    f"the init function of {what} must return finite values of shape "
-                    f"{tuple(shape)}; it returned an array of shape {values.shape}."
+                    f"the init function of {what} must return finite values of shape {shape}; "
+                    f"it returned an array of shape {values.shape}."
                 )
             return values
         if not isinstance(init, str):
             return np.full(shape, float(init))
-        if init == "zeros":
-            return np.zeros(shape)
-        return getattr(self, init)(fan_in, fan_out).reshape(shape)
+        draws = {
+            "glorot_uniform": lambda: self._uniform(math.sqrt(6.0 / (fan_in + fan_out)), shape),
+            "glorot_normal": lambda: self._normal(math.sqrt(2.0 / (fan_in + fan_out)), shape),
+            "he_uniform": lambda: self._uniform(math.sqrt(6.0 / fan_in), shape),
+            "he_normal": lambda: self._normal(math.sqrt(2.0 / fan_in), shape),
+            "lecun_normal": lambda: self._normal(math.sqrt(1.0 / fan_in), shape),
+            "orthogonal": lambda: self._orthogonal(shape),
+            "zeros": lambda: np.zeros(shape),
+            "ones": lambda: np.ones(shape),
+        }
+        return draws[init]()
 
     def permutation(self, n: int) -> np.ndarray:
         return self._rng.permutation(n)
