@@ -104,6 +104,11 @@ class ArrayApiStrictBackend(Backend):
     def owns(self, x: Any) -> bool:
         return isinstance(x, self.xp._array_object.Array)
 
+    def context(self, matmul_precision: str = "highest") -> contextlib.AbstractContextManager:
+        # It computes with NumPy: as on the numpy backend, overflow is reported by polynn
+        # (a clear error, TrainingDivergedError), not by NumPy's warnings before it.
+        return np.errstate(over="ignore", invalid="ignore")
+
 
 class CupyBackend(Backend):
     """CuPy on a CUDA device. Arrays are created under ``cupy.cuda.Device(n)``."""
