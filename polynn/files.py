@@ -36,7 +36,8 @@ from polynn import _checks as checks
 from polynn.backends import Backend, dtype_name, get
 from polynn.backends.host import read_model, write_model
 from polynn.errors import PolynnError, PolynnFileError, PolynnValueError
-from polynn.layers import Layer
+from polynn.layers import Layer, nested
+from polynn.layers.core import check_built
 from polynn.losses import get_loss
 from polynn.metrics import check_name
 from polynn.registry import build, encode, lookup, name_of
@@ -176,6 +177,9 @@ def save(net: Sequential, path: str | os.PathLike) -> None:
             f"archive under another name: end the path with .npz (polynn writes no other "
             f"format; net.export_onnx writes ONNX)."
         )
+    for layer in net.layers:
+        for inner in nested(layer):
+            check_built(inner)  # what load checks the file against
     cfg, arrays = state(net)
     write_model(path, arrays, cfg, cfg["arrays"])
 

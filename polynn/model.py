@@ -20,8 +20,8 @@ from polynn.distributed import MPI, agreed
 from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.export import export_onnx
-from polynn.layers import Layer, Parameter, check_stack, fuse, nested
-from polynn.layers.core import check_built, init_hint
+from polynn.layers import Layer, Parameter, check_stack, fuse
+from polynn.layers.core import init_hint
 from polynn.losses import Loss, get_loss
 from polynn.optimizers import Optimizer, get_optimizer
 from polynn.precision import LossScale, half_weights
@@ -97,9 +97,6 @@ class Sequential:
                 if self.mixed:
                     layer.compute_dtype = self.compute_dtype
                 layer.build(self.backend, self.dtype, self._rng, init)
-        for layer in layers:
-            for inner in nested(layer):
-                check_built(inner)
         if hasattr(layers[0], "need_input_grad"):  # a first Dense or Conv1D
             layers[0].need_input_grad = False
         self._layers = fuse(layers)  # the layers that run: activations fused into Dense

@@ -534,7 +534,8 @@ def check_stack(layers: tuple[Layer, ...]) -> tuple[Shape | None, Shape | None]:
 
 def check_built(layer: Layer) -> None:
     """Refuse a built layer whose ``param_shapes`` or ``buffer_shapes`` do not describe the
-    arrays it created: files are checked against them before anything is built."""
+    arrays it created (``save`` asks): files are checked against them when they are read,
+    before anything is built."""
     for kind, arrays, declared in (
         ("param", layer.params, layer.param_shapes()),
         ("buffer", layer.buffers, layer.buffer_shapes()),
@@ -544,7 +545,8 @@ def check_built(layer: Layer) -> None:
         if made != said:
             raise PolynnValueError(
                 f"{layer!r} created {kind}s of shapes {made}, but its {kind}_shapes() gives "
-                f"{said}: files are checked against {kind}_shapes() before layers are built. "
+                f"{said}, and pn.load checks a file against {kind}_shapes() before it builds "
+                f"a layer. "
                 f"Declare the arrays in __init__ with self.add_{kind}(name, shape, init) (then "
                 f"{kind}_shapes() needs no override), or make {kind}_shapes() return their shapes."
             )
