@@ -80,8 +80,11 @@ class Metric:
         raise NotImplementedError
 
     def __call__(self, pred: Any, target: Any, xp: Any) -> Any:
-        """What a pass keeps of a batch: its sums, or for a ``whole`` metric the batch."""
-        return (pred, target) if self.whole else self.batch(pred, target, xp)
+        """What a pass keeps of a batch: its sums, or for a ``whole`` metric a copy of the
+        batch (a compiled step may reuse its arrays for the next one)."""
+        if self.whole:
+            return xp.asarray(pred, copy=True), xp.asarray(target, copy=True)
+        return self.batch(pred, target, xp)
 
 
 def _labels(scores: Any, xp: Any) -> Any:
