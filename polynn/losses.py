@@ -180,9 +180,9 @@ class Huber(Loss):
         self.delta = number(delta, "Huber delta", 0.0, low_open=True)
 
     def _terms(self, xp: Any, diff: Any) -> Any:
-        size = xp.abs(diff)
-        linear = self.delta * (size - 0.5 * self.delta)
-        return xp.where(size <= self.delta, 0.5 * (diff * diff), linear)
+        magnitude = xp.abs(diff)
+        linear = self.delta * (magnitude - 0.5 * self.delta)
+        return xp.where(magnitude <= self.delta, 0.5 * (diff * diff), linear)
 
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
         xp = self._xp(pred)
