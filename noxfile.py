@@ -35,6 +35,7 @@ EXAMPLES = [
     "mnist1d.py --quick",
     "mnist1d.py --quick --model cnn",
     "regression.py --quick",
+    "custom_layer.py --quick",
     "memmap.py --quick",
 ]
 

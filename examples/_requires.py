@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
 from types import ModuleType
+
+import polynn as pn
 
 
 def require(module: str, extra: str = "examples") -> ModuleType:
@@ -17,3 +21,14 @@ def require(module: str, extra: str = "examples") -> ModuleType:
             f"{sys.argv[0]} needs {package} ({exc}); install the examples' extras with: "
             f'pip install -e ".[{extra}]"'
         )
+
+
+@contextlib.contextmanager
+def runnable_here() -> Iterator[None]:
+    """Around building the model: a backend or dtype from the command line that cannot run
+    here (CuPy without a GPU, bfloat16 without ml-dtypes) exits with polynn's message, which
+    names the fix, instead of a traceback."""
+    try:
+        yield
+    except (pn.BackendUnavailableError, pn.PolynnValueError, pn.PolynnTypeError) as exc:
+        sys.exit(f"{sys.argv[0]}: {exc}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _requires import require
+from _requires import require, runnable_here
 
 import polynn as pn
 
@@ -84,14 +84,15 @@ def main() -> None:
         require("matplotlib")  # before training, not after it
 
     X_train, X_test, y_train, y_test = load_data()
-    net = pn.Sequential(
-        pn.Dense(64, 128),
-        pn.ReLU(),
-        pn.Dense(128, 10),
-        backend=args.backend,
-        dtype=args.dtype,
-        seed=args.seed,
-    )
+    with runnable_here():
+        net = pn.Sequential(
+            pn.Dense(64, 128),
+            pn.ReLU(),
+            pn.Dense(128, 10),
+            backend=args.backend,
+            dtype=args.dtype,
+            seed=args.seed,
+        )
     # The test split doubles as validation data only to record val_loss per epoch for the
     # plot; nothing is tuned or stopped on it.
     history = net.fit(

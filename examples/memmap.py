@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _requires import runnable_here
 
 import polynn as pn
 
@@ -54,10 +55,11 @@ def train(path: Path, rows: int, epochs: int, args: argparse.Namespace) -> tuple
     data = write_data(path, rows, args.seed)
     split = int(rows * 0.9)
     print(f"{rows:,} rows of {FEATURES} features on disk: {data.nbytes / 2**20:.0f} MB")
-    net = pn.Sequential(
-        pn.Dense(FEATURES, 32), pn.ReLU(), pn.Dense(32, 1), pn.Sigmoid(),
-        backend=args.backend, seed=args.seed,
-    )  # fmt: skip
+    with runnable_here():
+        net = pn.Sequential(
+            pn.Dense(FEATURES, 32), pn.ReLU(), pn.Dense(32, 1), pn.Sigmoid(),
+            backend=args.backend, seed=args.seed,
+        )  # fmt: skip
     start = time.perf_counter()
     net.fit(
         lambda: batches(data, 0, split, 1024),  # a new pass over the rows each epoch

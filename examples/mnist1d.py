@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from _requires import runnable_here
+
 import polynn as pn
 
 PAPER_ACCURACY = {"mlp": 0.68, "cnn": 0.94}
@@ -82,7 +84,8 @@ def network(model: str, backend: str | None, seed: int) -> pn.Sequential:
 
 def run_seed(args: argparse.Namespace, data: dict, seed: int) -> tuple[float, float, float, str]:
     """Train one network; its train and test accuracy, the seconds it took, the backend."""
-    net = network(args.model, args.backend, seed)
+    with runnable_here():
+        net = network(args.model, args.backend, seed)
     lr, epochs = {"mlp": (2e-3, 100), "cnn": (1e-2, 150)}[args.model]
     if args.quick:
         epochs = 3

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _requires import require
+from _requires import require, runnable_here
 
 import polynn as pn
 
@@ -63,15 +63,16 @@ def main() -> None:
     x_train, y_train = make_data(1000, rng)
     x_test, y_test = make_data(1000, rng)
 
-    net = pn.Sequential(
-        pn.Dense(1, 64),
-        pn.Tanh(),
-        pn.Dense(64, 64),
-        pn.Tanh(),
-        pn.Dense(64, 1),
-        backend=args.backend,
-        seed=args.seed,
-    )
+    with runnable_here():
+        net = pn.Sequential(
+            pn.Dense(1, 64),
+            pn.Tanh(),
+            pn.Dense(64, 64),
+            pn.Tanh(),
+            pn.Dense(64, 1),
+            backend=args.backend,
+            seed=args.seed,
+        )
     epochs = 30 if args.quick else args.epochs
     net.fit(
         x_train,

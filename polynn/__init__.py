@@ -6,7 +6,7 @@ The same layers, losses and optimizers train on NumPy, CuPy or any conforming na
 
 __version__ = "0.1.0"
 
-from polynn import backends, distributed, schedules  # noqa: E402
+from polynn import backends, distributed, metrics, schedules  # noqa: E402
 from polynn.backends import to_numpy  # noqa: E402
 from polynn.callbacks import (  # noqa: E402
     Callback,
@@ -51,7 +51,7 @@ from polynn.layers import (  # noqa: E402
     Softplus,
     Tanh,
 )
-from polynn.losses import MSE, BinaryCrossEntropy, CrossEntropy, Loss  # noqa: E402
+from polynn.losses import MAE, MSE, BinaryCrossEntropy, CrossEntropy, Huber, Loss  # noqa: E402
 from polynn.model import Sequential  # noqa: E402
 from polynn.optimizers import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 from polynn.registry import register  # noqa: E402
@@ -93,11 +93,13 @@ __all__ = [
     "GELU",
     "GlobalAveragePool1D",
     "History",
+    "Huber",
     "Identity",
     "Layer",
     "LayerNorm",
     "LeakyReLU",
     "Loss",
+    "MAE",
     "MSE",
     "MaxPool1D",
     "Optimizer",
@@ -121,5 +123,6 @@ __all__ = [
     "backends",
     "distributed",
     "load",
+    "metrics",
     "to_numpy",
 ]

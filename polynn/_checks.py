@@ -79,3 +79,29 @@ def unknown_name(
     close = close or difflib.get_close_matches(text.lower(), valid, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"unknown {kind} {name!r}; {hint}valid names are {valid}."
+
+
+def unknown_keywords(
+    owner: str, unknown: dict[str, Any], function: Any, aliases: dict[str, str]
+) -> PolynnTypeError:
+    """The error for keyword arguments ``function`` (called as ``owner``) does not take:
+    the closest valid name suggested ("did you mean 'epochs'?"), or what ``aliases`` says of
+    a name other libraries use (a valid name, or a hint)."""
+    import inspect
+
+    name = next(iter(unknown))
+    valid = [
+        p.name
+        for p in inspect.signature(function).parameters.values()
+        if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"
+    ]
+    hint = aliases.get(name) or next(iter(difflib.get_close_matches(name, valid, n=1)), None)
+    if hint is None:
+        said = ""
+    elif hint in valid:
+        said = f"did you mean {hint!r}? "
+    else:
+        said = f"{hint}. "
+    return PolynnTypeError(
+        f"{owner} got an unexpected argument {name!r}; {said}its arguments are {valid}."
+    )

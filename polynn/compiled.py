@@ -90,7 +90,7 @@ def undeclared(model: Sequential, loss: Loss, optimizer: Optimizer) -> str | Non
                 )
     if not declares(loss, "value_and_grad"):
         return f"the loss {type(loss).__name__} does not declare compilable = True"
-    if not declares(optimizer, "update"):
+    if not declares(optimizer, "update_rule"):
         return f"the optimizer {type(optimizer).__name__} does not declare compilable = True"
     return None
 

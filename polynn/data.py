@@ -47,7 +47,11 @@ def _wrong_shape(net: Sequential, got: tuple[int, ...]) -> str:
         return f"X has shape {got}, but the network takes rows of at least one axis: (rows, ...)."
     first = next(layer for layer in net.layers if layer.input_shape() is not None)
     if len(shape) == 1:
-        hint = " (for one feature per row, pass X.reshape(-1, 1))" if len(got) == 1 else ""
+        hint = ""
+        if len(got) == 1 and got[0] == shape[0]:
+            hint = " (for one row, pass X.reshape(1, -1))"
+        elif len(got) == 1 and shape[0] == 1:
+            hint = " (for one feature per row, pass X.reshape(-1, 1))"
         return (
             f"X has shape {got}, but the first {type(first).__name__} layer expects "
             f"{shape[0]} features per row: shape (rows, {shape[0]}){hint}."

@@ -2,13 +2,22 @@
 ending in ``.safetensors``, a safetensors file with the config in its metadata).
 
 The config names the format and its version, the dtype, each layer by its name and
-constructor arguments, and (from format 2) the training state: the loss and metrics, the
-optimizer with its settings, schedule and step counts, the host RNG's position and each
-layer's small state. The arrays are, in order: the weights (``get_weights``), the layers'
-buffers, and the optimizer's state arrays (``training.optimizer.state`` names them, per
-parameter). Names map only to classes polynn defines or the user registered
-(``polynn.registry``): nothing in a file can name code to import or run. Reading and
-writing the archive itself (atomically, never unpickling) is ``polynn.backends.host``'s.
+constructor arguments (and ``"trainable": false`` for a frozen one), and (from format 2) the
+training state: the loss and metrics, the optimizer with its settings, schedule and step
+counts, the host RNG's position and each layer's small state. The arrays are, in order: the
+weights (``get_weights``), the layers' buffers, and the optimizer's state arrays
+(``training.optimizer.state`` names them per parameter, ``null`` for a parameter the
+optimizer is not bound to: a frozen one). Names map only to classes polynn defines or the
+user registered (``polynn.registry``): nothing in a file can name code to import or run.
+Reading and writing the archive itself (atomically, never unpickling) is
+``polynn.backends.host``'s.
+
+From format 3 each array is named for what it is (the config's ``arrays`` lists the names):
+``layers.<i>.<name>`` for a parameter or buffer of layer ``i`` (``layers.<i>.<j>.<name>``
+inside a ``Residual``), e.g. ``layers.0.W``, ``layers.2.running_mean``, and
+``optimizer.<that name>.<state>`` for the optimizer's, e.g. ``optimizer.layers.0.W.m``. A
+Dense's ``W`` is (in_features, out_features): PyTorch's ``Linear.weight`` is its transpose.
+Formats 1 and 2 name them ``param_0``, ``param_1``, ... in the same order.
 
 Format 1 (polynn 0.1.0) held the weights and the architecture only; such files load with the
 loss unknown (``evaluate`` and ``fit`` then ask for ``loss=``).
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +36,10 @@ from polynn import _checks as checks
 from polynn.backends import Backend, dtype_name, get
 from polynn.backends.host import read_model, write_model
 from polynn.errors import PolynnError, PolynnFileError, PolynnValueError
-from polynn.layers import Layer
+from polynn.layers import Layer, nested
+from polynn.layers.core import check_built
 from polynn.losses import get_loss
+from polynn.metrics import check_name
 from polynn.registry import build, encode, lookup, name_of
 
 if TYPE_CHECKING:
@@ -47,7 +59,9 @@ __all__ = [
 ]
 
 FORMAT = "polynn"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: What ``save`` writes: an ``.npz`` archive, or a safetensors file.
+SUFFIXES = (".npz", ".safetensors")
 CustomObjects = Mapping[str, Any] | None
 
 
@@ -68,10 +82,40 @@ def layers_from(config: dict[str, Any], custom_objects: CustomObjects = None) ->
     return [build("layer", spec, custom_objects) for spec in config["layers"]]
 
 
+def array_names(layers: Sequence[Layer]) -> dict[int, str]:
+    """The file's name of each parameter and buffer of ``layers``, by ``id``:
+    ``layers.<i>.<name>``, with the index path of a layer inside a ``Residual``
+    (``layers.<i>.<j>.<name>``); a repeated name gets ``_1``, ``_2``, ..."""
+    names: dict[int, str] = {}
+    used: set[str] = set()
+
+    def walk(stack: Sequence[Layer], prefix: str) -> None:
+        for i, layer in enumerate(stack):
+            inner = getattr(layer, "layers", None)
+            if isinstance(inner, (list, tuple)) and all(isinstance(c, Layer) for c in inner):
+                walk(inner, f"{prefix}{i}.")
+            for array in (*layer.params, *layer.buffers):
+                if id(array) in names:
+                    continue
+                name = base = f"{prefix}{i}.{array.name}"
+                for k in range(1, len(used) + 2):
+                    if name not in used:
+                        break
+                    name = f"{base}_{k}"
+                names[id(array)] = name
+                used.add(name)
+
+    walk(layers, "layers.")
+    return names
+
+
 def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
-    """Everything ``save`` writes of ``net``: the full config and the arrays (NumPy)."""
+    """Everything ``save`` writes of ``net``: the full config (with the arrays' names) and
+    the arrays (NumPy)."""
     to_numpy = net.backend.to_numpy
     arrays = net.get_weights() + [to_numpy(b.value) for b in net.buffers]
+    label = array_names(net.layers)
+    names = [label[id(p)] for p in (*net.params, *net.buffers)]
     training: dict[str, Any] = {
         "loss": None if net.loss is None else encode(net.loss, f"the loss ({net.loss!r})"),
         "metrics": None if net.metrics is None else list(net.metrics),
@@ -82,13 +126,16 @@ def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
     if net.loss_unknown and net.loss is None:
         training["loss"] = "unknown"
     for metric in net.metrics or ():
-        lookup("metric", metric)  # a name a file can hold
+        check_name(metric)  # a name a file can hold
     opt = net.optimizer
     if opt is not None:
         settings = opt.get_config()
         if opt.schedule is not None:
             settings["lr"] = encode(opt.schedule, f"the schedule ({opt.schedule!r})")
-        keys = [sorted(s) for s in opt.state] if opt.params else [[] for _ in net.params]
+        # Per parameter of the model: the names of its state arrays, or None where the
+        # optimizer is not bound to it (frozen).
+        held = {id(p): state for p, state in zip(opt.params, opt.state)}
+        keys = [sorted(held[id(p)]) if id(p) in held else None for p in net.params]
         training["optimizer"] = {
             "type": name_of(opt, f"the optimizer ({opt!r})"),
             "config": settings,
@@ -96,7 +143,10 @@ def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
             "epochs": opt.epochs,
             "state": keys,
         }
-        arrays += [to_numpy(s[k]) for s, names in zip(opt.state, keys) for k in names]
+        for p, state_keys in zip(net.params, keys):
+            for key in state_keys or ():
+                arrays.append(to_numpy(held[id(p)][key]))
+                names.append(f"optimizer.{label[id(p)]}.{key}")
     if net.loss_scale is not None:
         training["loss_scale"] = [float(net.loss_scale.scale), net.loss_scale.clean_steps]
     cfg = {
@@ -104,6 +154,7 @@ def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
         "seed": net.seed,
         "layer_state": [layer.get_state() for layer in net.layers],
         "training": training,
+        "arrays": names,
     }
     try:
         json.dumps(cfg)
@@ -119,8 +170,18 @@ def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
 def save(net: Sequential, path: str | os.PathLike) -> None:
     """Write ``net`` to ``path`` atomically (``Sequential.save``)."""
     path = checks.path(path, "the model file path")
+    suffix = os.path.splitext(os.fspath(path))[1]
+    if str(suffix).lower() not in SUFFIXES:
+        raise PolynnValueError(
+            f"save writes .npz files (or .safetensors); {str(path)!r} would hold an .npz "
+            f"archive under another name: end the path with .npz (polynn writes no other "
+            f"format; net.export_onnx writes ONNX)."
+        )
+    for layer in net.layers:
+        for inner in nested(layer):
+            check_built(inner)  # what load checks the file against
     cfg, arrays = state(net)
-    write_model(path, arrays, cfg)
+    write_model(path, arrays, cfg, cfg["arrays"])
 
 
 def read(
@@ -136,9 +197,9 @@ def read(
 
 def shapes(
     config: dict[str, Any], path: str | os.PathLike, custom_objects: CustomObjects = None
-) -> list[tuple[int, ...]]:
+) -> list[tuple[str, tuple[int, ...]]]:
     """Check ``config`` (format, version, dtype, layers, training state) and return the
-    shapes of the arrays it describes, in the file's order."""
+    names and shapes of the arrays it describes, in the file's order."""
     if config.get("format") != FORMAT:
         raise PolynnFileError(f"{str(path)!r} is not a polynn model file (no polynn config).")
     version = config.get("format_version")
@@ -177,14 +238,29 @@ def shapes(
                     f"the optimizer's state names {len(keys)} parameters; the layers have "
                     f"{len(params)}"
                 )
-            moments = [shape for shape, names in zip(params, keys) for _ in names]
+            if not all(k is None or isinstance(k, list) for k in keys):
+                raise PolynnValueError("the optimizer's state entries must be lists or null")
+            moments = [shape for shape, names in zip(params, keys) for _ in names or ()]
+        expected = params + buffers + moments
+        names = [f"param_{i}" for i in range(len(expected))]
+        if version >= 3:
+            names = config["arrays"]
+            if (
+                not isinstance(names, list)
+                or len(names) != len(expected)
+                or not all(isinstance(n, str) and n and n != "config" for n in names)
+                or len(set(names)) != len(names)
+            ):
+                raise PolynnValueError(
+                    f"the config's 'arrays' must name each of the {len(expected)} arrays once"
+                )
     except PolynnFileError:
         raise
     except (PolynnError, KeyError, TypeError, AttributeError) as exc:
         raise PolynnFileError(
             f"{str(path)!r} holds an inconsistent polynn model: {type(exc).__name__}: {exc}"
         ) from None
-    return params + buffers + moments
+    return list(zip(names, expected))
 
 
 def restore(
@@ -224,7 +300,7 @@ def restore(
         metrics = training.get("metrics")
         if metrics is not None:
             for metric in metrics:
-                lookup("metric", metric, custom_objects)  # known, or a clear error
+                check_name(metric, custom_objects)  # known, or a clear error
             net.metrics = list(metrics)
         if training.get("optimizer") is not None:
             net.optimizer = _optimizer(
@@ -244,7 +320,8 @@ def _optimizer(
     if isinstance(settings.get("lr"), dict):
         settings["lr"] = build("schedule", settings["lr"], custom_objects)
     optimizer = build("optimizer", {"type": spec["type"], "config": settings}, custom_objects)
-    optimizer.bind(net.params, net.backend)
+    bound = [p for p, keys in zip(net.params, spec["state"]) if keys is not None]
+    optimizer.bind(bound, net.backend)
     optimizer.iterations = checks.integer(spec["iterations"], "optimizer iterations", 0)
     optimizer.epochs = checks.integer(spec["epochs"], "optimizer epochs", 0)
     if optimizer.schedule is not None:
@@ -254,6 +331,7 @@ def _optimizer(
     optimizer.state = [
         {key: net.backend.asarray(next(values), dtype=net.dtype, name=key) for key in keys}
         for keys in spec["state"]
+        if keys is not None
     ]
     optimizer.bind(net.params, net.backend)  # the device's rate and count from the file's
     return optimizer
@@ -280,7 +358,9 @@ def load(
     # What the caller asks for (backend, device, dtype) is the caller's to fix, not the file's.
     backend = get(backend, device)
     dtype = saved_dtype if dtype is None else dtype_name(dtype)
-    backend.compute_dtype(dtype)  # a half type this backend lacks: the caller's to change
+    with warnings.catch_warnings():  # NumPy's note on half types: the model built warns
+        warnings.simplefilter("ignore")
+        backend.compute_dtype(dtype)  # a half type this backend lacks: the caller's to change
     try:
         return restore(config, arrays, backend, dtype, custom_objects)
     except (PolynnError, KeyError, TypeError, AttributeError, ValueError) as exc:

@@ -1,7 +1,11 @@
 """Losses. ``value_and_grad`` returns the mean loss (a 0-d array, left on the device) and its
 gradient with respect to the predictions (a new array: the backward pass may write into it);
 ``prepare_targets`` checks and shapes the targets once per call of ``fit`` or ``evaluate``,
-never per batch.
+never per batch (``targets(y, net)`` does it for a manual training loop).
+
+A loss computes with ``self.xp`` and ``self.kernels``, those of the backend it is bound to:
+``fit`` and ``evaluate`` bind it to their model's (``bind``); a built-in loss used on its own,
+``pn.CrossEntropy().value_and_grad(out, t)``, binds itself to the backend of ``out``.
 
 Each loss here is a mean over rows of a per-row term (``row_values``), which is what weights
 per sample need: with weights ``w`` (scaled to average 1 over the data) a batch's loss is
@@ -10,21 +14,70 @@ per sample need: with weights ``w`` (scaled to average 1 over the data) a batch'
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 from polynn._checks import number, unknown_name
-from polynn.backends import Backend
+from polynn.backends import Backend, backend_of
 from polynn.errors import PolynnTypeError, PolynnValueError
 
-__all__ = ["BinaryCrossEntropy", "CrossEntropy", "Loss", "MSE", "get_loss"]
+if TYPE_CHECKING:
+    from polynn.model import Sequential
+
+__all__ = [
+    "ALIASES",
+    "BinaryCrossEntropy",
+    "CrossEntropy",
+    "Huber",
+    "Loss",
+    "MAE",
+    "MSE",
+    "get_loss",
+]
 
 
 class Loss:
-    """Base class of the losses. A loss class whose ``value_and_grad`` reads nothing back to
-    the host declares ``compilable = True`` (``polynn.compiled``)."""
+    """Base class of the losses.
+
+    A loss of your own implements ``value_and_grad(pred, target)`` (and ``row_values`` for
+    weights per sample) with ``self.xp``, and declares ``compilable = True`` once it reads
+    nothing back to the host (``polynn.compiled``); registered (``@pn.register(name="my_loss")``) it
+    is named by that string in ``fit`` and saved in files. Used on its own, outside ``fit``
+    and ``evaluate``, bind it first: ``loss.bind(net.backend)`` (or ``loss.targets(y, net)``).
+    """
 
     name = ""
     compilable = True  # weighted_value_and_grad below (the subclasses' own declare theirs)
+    #: The namespace and kernels of the backend the loss is bound to (``bind``).
+    xp: Any = None
+    kernels: Any = None
+
+    def bind(self, backend: Backend) -> Loss:
+        """Compute on ``backend`` from now on; returns the loss."""
+        self.xp, self.kernels = backend.xp, backend.kernels
+        return self
+
+    def _xp(self, pred: Any) -> Any:
+        """``self.xp``, the loss first bound to ``pred``'s backend where it is not yet."""
+        if self.xp is None:
+            self.bind(backend_of(pred))
+        return self.xp
+
+    def _same_shape(self, pred: Any, target: Any) -> None:
+        if pred.shape != target.shape:
+            rows = " (one-hot rows from class labels)" if isinstance(self, CrossEntropy) else ""
+            raise PolynnValueError(
+                f"{self!r}.value_and_grad needs targets shaped like the predictions "
+                f"{tuple(pred.shape)}; got shape {tuple(target.shape)}: loss.targets(y, net) "
+                f"makes them{rows}."
+            )
+
+    def targets(self, y: Any, net: Sequential) -> Any:
+        """``y`` as ``value_and_grad`` takes it for ``net``'s outputs, on its device, checked
+        once (for a manual training loop): a (rows, outputs) float array; class labels become
+        one-hot rows for ``cross_entropy``. Binds the loss to ``net``'s backend."""
+        self.bind(net.backend)
+        return self.prepare_targets(y, net.n_outputs, net.backend, net.dtype)
 
     def prepare_targets(self, y: Any, n_outputs: int, backend: Backend, dtype: Any) -> Any:
         """Check ``y`` against ``n_outputs`` and return it as a (rows, n_outputs) float array."""
@@ -32,9 +85,12 @@ class Loss:
         return _column(y, n_outputs, backend)
 
     def value(self, pred: Any, target: Any) -> Any:
+        """The mean loss (a 0-d array on the device)."""
         return self.value_and_grad(pred, target)[0]
 
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        """The mean loss and its gradient with respect to ``pred`` (both on the device);
+        ``target`` has ``pred``'s shape (``targets`` makes it so)."""
         raise NotImplementedError
 
     def row_values(self, pred: Any, target: Any) -> Any:
@@ -87,28 +143,86 @@ class MSE(Loss):
     name = "mse"
 
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        xp = self._xp(pred)
+        self._same_shape(pred, target)
         diff = pred - target
         scale = 1.0 / (diff.shape[0] * diff.shape[1])
-        return self.xp.sum(diff * diff) * scale, diff * (2.0 * scale)
+        return xp.sum(diff * diff) * scale, diff * (2.0 * scale)
 
     def row_values(self, pred: Any, target: Any) -> Any:
         diff = pred - target
-        return self.xp.sum(diff * diff, axis=1) / diff.shape[1]
+        return self._xp(pred).sum(diff * diff, axis=1) / diff.shape[1]
+
+
+class MAE(Loss):
+    """Mean over all elements of ``|pred - y|``; gradient ``sign(pred - y) / size`` (0 where
+    they are equal), as PyTorch's ``l1_loss``."""
+
+    name = "mae"
+
+    def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        xp = self._xp(pred)
+        self._same_shape(pred, target)
+        diff = pred - target
+        scale = 1.0 / math.prod(diff.shape)
+        return xp.sum(xp.abs(diff)) * scale, xp.sign(diff) * scale
+
+    def row_values(self, pred: Any, target: Any) -> Any:
+        diff = pred - target
+        xp = self._xp(pred)
+        return xp.sum(xp.abs(diff), axis=1) / diff.shape[1]
+
+
+class Huber(Loss):
+    """Mean over all elements of ``d ** 2 / 2`` where ``|d| <= delta`` and
+    ``delta * (|d| - delta / 2)`` beyond (``d = pred - y``): squared near the target, linear
+    far from it, as PyTorch's ``huber_loss``. Gradient ``clip(d, -delta, delta) / size``."""
+
+    name = "huber"
+
+    def __init__(self, delta: float = 1.0) -> None:
+        self.delta = number(delta, "Huber delta", 0.0, low_open=True)
+
+    def _terms(self, xp: Any, diff: Any) -> Any:
+        magnitude = xp.abs(diff)
+        linear = self.delta * (magnitude - 0.5 * self.delta)
+        return xp.where(magnitude <= self.delta, 0.5 * (diff * diff), linear)
+
+    def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        xp = self._xp(pred)
+        self._same_shape(pred, target)
+        diff = pred - target
+        scale = 1.0 / math.prod(diff.shape)
+        value = xp.sum(self._terms(xp, diff)) * scale
+        return value, xp.clip(diff, -self.delta, self.delta) * scale
+
+    def row_values(self, pred: Any, target: Any) -> Any:
+        xp = self._xp(pred)
+        return xp.sum(self._terms(xp, pred - target), axis=1) / pred.shape[1]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"delta": self.delta}
+
+
+def _smoothing(value: Any, owner: str) -> float:
+    return number(value, f"{owner} label_smoothing", 0.0, 1.0, high_open=False)
 
 
 class BinaryCrossEntropy(Loss):
     """``-mean(y log p + (1 - y) log(1 - p))`` on probabilities ``p``.
 
     ``p`` is clipped to ``[eps, 1 - eps]`` first, so a saturated sigmoid never gives an
-    infinite or NaN loss. Targets must lie in [0, 1].
+    infinite or NaN loss. Targets must lie in [0, 1]. ``label_smoothing`` (Keras's) trains
+    towards ``y (1 - label_smoothing) + label_smoothing / 2`` instead of ``y``.
     """
 
     compilable = True
 
     name = "bce"
 
-    def __init__(self, eps: float = 1e-7) -> None:
+    def __init__(self, eps: float = 1e-7, label_smoothing: float = 0.0) -> None:
         self.eps = number(eps, "BinaryCrossEntropy eps", 0.0, 0.5, low_open=True)
+        self.label_smoothing = _smoothing(label_smoothing, "BinaryCrossEntropy")
 
     def prepare_targets(self, y: Any, n_outputs: int, backend: Backend, dtype: Any) -> Any:
         y = super().prepare_targets(y, n_outputs, backend, dtype)
@@ -118,20 +232,28 @@ class BinaryCrossEntropy(Loss):
         return y
 
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
-        xp = self.xp
+        xp = self._xp(pred)
+        self._same_shape(pred, target)
+        if self.label_smoothing:
+            target = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         p = xp.clip(pred, self.eps, 1.0 - self.eps)
         size = p.shape[0] * p.shape[1]
         value = -xp.sum(target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p)) / size
         return value, (p - target) / (p * (1.0 - p) * size)
 
     def row_values(self, pred: Any, target: Any) -> Any:
-        xp = self.xp
+        xp = self._xp(pred)
+        if self.label_smoothing:
+            target = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         p = xp.clip(pred, self.eps, 1.0 - self.eps)
         terms = target * xp.log(p) + (1.0 - target) * xp.log(1.0 - p)
         return -xp.sum(terms, axis=1) / p.shape[1]
 
     def get_config(self) -> dict[str, Any]:
-        return {"eps": self.eps}
+        config: dict[str, Any] = {"eps": self.eps}
+        if self.label_smoothing:
+            config["label_smoothing"] = self.label_smoothing
+        return config
 
 
 class CrossEntropy(Loss):
@@ -139,12 +261,22 @@ class CrossEntropy(Loss):
 
     Targets are integer class labels of shape (rows,) or one-hot (or probability) rows of
     shape (rows, classes). The log-sum-exp is shifted by the row maximum, so large logits
-    never overflow; the gradient is ``(softmax(z) - y) / rows``.
+    never overflow; the gradient is ``(softmax(z) - y) / rows``. ``label_smoothing``
+    (PyTorch's and Keras's) trains towards ``y (1 - label_smoothing) + label_smoothing /
+    classes`` instead of ``y``.
     """
 
     compilable = True
 
     name = "cross_entropy"
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = _smoothing(label_smoothing, "CrossEntropy")
+
+    def _smoothed(self, target: Any) -> Any:
+        if not self.label_smoothing:
+            return target
+        return target * (1.0 - self.label_smoothing) + self.label_smoothing / target.shape[1]
 
     def prepare_targets(self, y: Any, n_outputs: int, backend: Backend, dtype: Any) -> Any:
         if n_outputs < 2:
@@ -187,35 +319,83 @@ class CrossEntropy(Loss):
         return y
 
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
-        return self.kernels.softmax_cross_entropy(pred, target)
+        self._xp(pred)
+        self._same_shape(pred, target)
+        return self.kernels.softmax_cross_entropy(pred, self._smoothed(target))
 
     def row_values(self, pred: Any, target: Any) -> Any:
-        xp = self.xp
+        xp = self._xp(pred)
         shifted = pred - xp.max(pred, axis=1, keepdims=True)
         log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-        return -xp.sum(target * log_p, axis=1)
+        return -xp.sum(self._smoothed(target) * log_p, axis=1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
 
 
 LOSSES: dict[str, type[Loss]] = {
     "mse": MSE,
     "bce": BinaryCrossEntropy,
     "cross_entropy": CrossEntropy,
+    "mae": MAE,
+    "huber": Huber,
 }
 
+#: Other libraries' names for polynn's losses (Keras's strings, PyTorch's functionals):
+#: ``loss="categorical_crossentropy"`` is ``loss="cross_entropy"``. polynn's cross-entropy
+#: takes logits, and a final Softmax is fused into it: a Keras model that ends with a softmax
+#: trains as it would there.
+ALIASES = {
+    "sparse_categorical_crossentropy": "cross_entropy",
+    "categorical_crossentropy": "cross_entropy",
+    "binary_crossentropy": "bce",
+    "binary_cross_entropy": "bce",
+    "mean_squared_error": "mse",
+    "mse_loss": "mse",
+    "mean_absolute_error": "mae",
+    "l1_loss": "mae",
+    "huber_loss": "huber",
+}
+#: Names polynn has no loss for, and what to use instead.
+REFUSED = {
+    "binary_cross_entropy_with_logits": "polynn's 'bce' takes probabilities: end the network "
+    "with pn.Sigmoid() and use loss='bce'",
+    "nll_loss": "polynn's 'cross_entropy' takes logits (or a final Softmax) and does the "
+    "log-softmax itself: end the network with a Dense and use loss='cross_entropy'",
+}
 
 #: The losses by class name, as model files name them (``polynn.registry``).
 LOSS_CLASSES: dict[str, type[Loss]] = {cls.__name__: cls for cls in LOSSES.values()}
 
 
 def get_loss(loss: str | Loss, backend: Backend) -> Loss:
-    """A loss object bound to ``backend`` from a name or an instance."""
+    """A loss object bound to ``backend`` from an instance or a name: one of ``LOSSES``,
+    another library's name for one (``ALIASES``), or the name a loss class of your own was
+    registered under (``@pn.register``), built with its default arguments."""
     if isinstance(loss, str):
-        if loss not in LOSSES:
-            raise PolynnValueError(unknown_name("loss", loss, LOSSES))
-        loss = LOSSES[loss]()
+        loss = _named(loss)
     elif not isinstance(loss, Loss):
         raise PolynnTypeError(
             f"loss must be a name from {list(LOSSES)} or a polynn Loss; got {type(loss).__name__}."
         )
-    loss.xp, loss.kernels = backend.xp, backend.kernels
-    return loss
+    return loss.bind(backend)
+
+
+def _named(name: str) -> Loss:
+    from polynn.registry import kind_of, registered  # the registry imports this module
+
+    key = ALIASES.get(name, name)
+    if key in REFUSED:
+        raise PolynnValueError(f"polynn has no loss {name!r}: {REFUSED[key]}.")
+    if key in LOSSES:
+        return LOSSES[key]()
+    custom = {k: v for k, v in registered().items() if kind_of(v) == "loss"}
+    if key not in custom:
+        raise PolynnValueError(unknown_name("loss", name, [*LOSSES, *custom]))
+    try:
+        return custom[key]()
+    except TypeError as exc:
+        raise PolynnTypeError(
+            f"loss={name!r} names {custom[key].__name__}, which needs arguments ({exc}): pass "
+            f"an instance, loss={custom[key].__name__}(...)."
+        ) from None

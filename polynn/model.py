@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from polynn import files, streaming
-from polynn._checks import integer, number
+from polynn._checks import integer, number, unknown_keywords
 from polynn._checks import path as checks_path
 from polynn.backends import POLICIES, Backend, check_matmul_precision, dtype_name, get
 from polynn.backends.host import HostRNG
@@ -68,7 +68,10 @@ class Sequential:
         dtype: Any = "float32",
         seed: int | None = None,
         matmul_precision: str = "highest",
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise unknown_keywords("Sequential", unknown, Sequential.__init__, SEQUENTIAL_ALIASES)
         entry, out = check_stack(layers)
         check_matmul_precision(matmul_precision)
         if seed is not None:
@@ -135,25 +138,46 @@ class Sequential:
         return half_weights(self.params, self.compute_dtype, self.backend.xp)
 
     @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
-        """The layers infer inside this block (``predict``, ``evaluate``), then are put back
-        as they were: a callback may predict in the middle of ``fit``."""
+    def _training_flag(self, flag: bool | None) -> Iterator[None]:
+        """The layers train (``flag=True``) or infer (False) inside this block, then are put
+        back as they were: a callback may predict in the middle of ``fit``. None changes
+        nothing."""
+        if flag is None:
+            yield
+            return
         before = [layer.training for layer in self.layers]
-        set_training(self.layers, False)
+        set_training(self.layers, flag)
         try:
             yield
         finally:
-            for layer, flag in zip(self.layers, before):
-                layer.training = flag
+            for layer, was in zip(self.layers, before):
+                layer.training = was
+
+    def _inference(self) -> contextlib.AbstractContextManager:
+        """The layers infer inside this block (``predict``, ``evaluate``)."""
+        return self._training_flag(False)
 
     # -- explicit passes --------------------------------------------------------------------
-    def forward(self, X: Any) -> Any:
+    def forward(self, X: Any, *, training: bool | None = None) -> Any:
         """Run every layer on ``X`` (checked and moved to the backend); keep what backward needs.
-        The output is in the compute dtype (a mixed-precision model's half type)."""
+        The output is in the compute dtype (a mixed-precision model's half type).
+
+        ``training=True`` runs the layers as in a training step of ``fit`` (Dropout drops,
+        BatchNorm uses and updates the batch statistics), ``False`` as in ``predict``; the
+        flags are put back afterwards. ``None`` (the default) leaves them as they are (False
+        outside ``fit``). A manual training loop calls ``forward(x, training=True)``, a
+        loss's ``value_and_grad``, ``backward`` and an optimizer's ``update``."""
+        if training is not None and not isinstance(training, bool):
+            raise PolynnTypeError(f"training must be True, False or None; got {training!r}.")
         with self.backend.context(self.matmul_precision), self._half_weights():
-            out = run(self._layers, inputs(self, X))
+            with self._training_flag(training):
+                out = run(self._layers, inputs(self, X))
             self._last_output_shape = tuple(out.shape)
             return out
+
+    def __call__(self, X: Any, batch_size: int | None = None) -> Any:
+        """``net(X)`` is ``net.predict(X)``: the output in inference mode."""
+        return self.predict(X, batch_size)
 
     def backward(self, grad: Any) -> None:
         """Backpropagate ``grad`` (the loss gradient w.r.t. the last ``forward``'s output);
@@ -172,10 +196,12 @@ class Sequential:
             for layer in reversed(self._layers):
                 grad = layer.backward(grad)
 
-    def predict(self, X: Any, batch_size: int | None = None) -> Any:
+    def predict(self, X: Any, batch_size: int | None = None, **unknown: Any) -> Any:
         """The network's output for ``X``, an array of the backend on its device, in the
         parameters' dtype (float32 also under a mixed-precision policy). ``X`` may also be a
         stream of batches (``polynn.streaming``): the outputs are then concatenated."""
+        if unknown:
+            raise unknown_keywords("predict", unknown, Sequential.predict, {})
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
         xp = self.backend.xp
@@ -218,6 +244,7 @@ class Sequential:
         class_weight: dict[int, float] | None = None,
         distributed: MPI | None = None,
         compile: bool | str | None = None,
+        **unknown: Any,
     ) -> History:
         """Train on ``(X, y)`` and return a ``History`` (``history[name]``: one float per
         epoch for the loss, each metric, the learning rate ``lr`` and, with validation data,
@@ -243,6 +270,8 @@ class Sequential:
         or a function returning a new one for each epoch (``polynn.streaming``); the next
         batches are read and copied to the device while the current one computes.
 
+        Only the parameters of layers with ``trainable = True`` are updated (``freeze``).
+
         ``compile`` (``"auto"``, True or False; None reads ``POLYNN_COMPILE``, else auto):
         whether each training step runs as one compiled unit where the backend can (a CUDA
         graph on CuPy and on PyTorch's CUDA devices, ``jax.jit`` on JAX; see
@@ -250,6 +279,8 @@ class Sequential:
         True raises an error saying why it cannot, False never compiles. Results equal the
         eager steps'.
         """
+        if unknown:
+            raise unknown_keywords("fit", unknown, Sequential.fit, FIT_ALIASES)
         compile = compiled_mode(compile)
         epochs = integer(epochs, "epochs", 0)
         if batch_size is not None:
@@ -337,8 +368,14 @@ class Sequential:
         dist: MPI | None,
         compile: bool | str = "auto",
     ) -> History:
-        """Bind the optimizer, keep the training settings, and run ``polynn.training.train``."""
-        optimizer.bind(self.params, self.backend)
+        """Bind the optimizer to the trainable parameters, keep the training settings, and
+        run ``polynn.training.train``."""
+        if self.params and not self.trainable_params:
+            raise PolynnValueError(
+                "every layer with parameters is frozen (trainable=False), so fit would change "
+                "nothing: unfreeze some, e.g. net.unfreeze(-1) for the last layer."
+            )
+        optimizer.bind(self)
         self.loss, self.optimizer, self.metrics = loss, optimizer, metrics
         return train(
             self,
@@ -384,6 +421,7 @@ class Sequential:
         batch_size: int | None = None,
         sample_weight: Any = None,
         distributed: MPI | None = None,
+        **unknown: Any,
     ) -> dict[str, float]:
         """``{"loss": ..., "<metric>": ...}`` over all of ``(X, y)``.
 
@@ -393,6 +431,8 @@ class Sequential:
         own rows) and every rank returns the figures of all the data. ``X`` may instead be a
         stream of ``(X, y)`` batches, with ``y`` left out (``polynn.streaming``).
         """
+        if unknown:
+            raise unknown_keywords("evaluate", unknown, Sequential.evaluate, FIT_ALIASES)
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
         stream = _stream_or_pair(X, y, "evaluate")
@@ -421,31 +461,71 @@ class Sequential:
             layers = layers_for(self._layers, loss)
             return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w)
 
+    # -- freezing ---------------------------------------------------------------------------
+    @property
+    def trainable_params(self) -> list[Parameter]:
+        """The parameters training updates: those of the layers not frozen, in layer order
+        (a subset of ``params``)."""
+        return [p for layer in self.layers for p in layer.trainable_params]
+
+    def freeze(self, layers: int | slice | None = None) -> None:
+        """Freeze layers (``trainable = False``): ``layers`` is an index into ``net.layers``,
+        a slice (``net.freeze(slice(0, -1))`` freezes all but the last), or None for all. A
+        frozen layer keeps its parameters (and a BatchNorm its running statistics) through
+        ``fit``; the optimizer keeps no state and applies no weight decay for them."""
+        for layer in self._select(layers, "freeze"):
+            layer.trainable = False
+
+    def unfreeze(self, layers: int | slice | None = None) -> None:
+        """Make layers train again (``trainable = True``); ``layers`` as in ``freeze``."""
+        for layer in self._select(layers, "unfreeze"):
+            layer.trainable = True
+
+    def _select(self, which: int | slice | None, caller: str) -> list[Layer]:
+        if which is None:
+            return list(self.layers)
+        if isinstance(which, slice):
+            return self.layers[which]
+        index = integer(which, f"{caller}'s layer index", -len(self.layers))
+        if index >= len(self.layers):
+            raise PolynnValueError(
+                f"{caller} got layer index {index}, but the model has {len(self.layers)} "
+                f"layers (0 to {len(self.layers) - 1})."
+            )
+        return [self.layers[index]]
+
     # -- description ------------------------------------------------------------------------
     def count_params(self) -> int:
-        """The number of trainable values (every element of every parameter)."""
+        """The number of parameter values (every element of every parameter in ``params``,
+        frozen or not; buffers left out)."""
         return sum(math.prod(p.value.shape) for p in self.params)
 
     def summary(self, print_fn: Callable[[str], Any] = print) -> None:
-        """Print one row per layer (its name, output shape and parameter count), the totals,
-        and the dtype, backend and device, as Keras's ``summary``. ``print_fn`` receives the
-        whole text (``print`` by default)."""
+        """Print one row per layer (its name, output shape and parameter count, marked
+        "frozen" where its parameters do not train), the totals (trainable: the parameters
+        ``fit`` updates; non-trainable: frozen parameters and buffers such as running
+        statistics), and the dtype, backend and device, as Keras's ``summary``. ``print_fn``
+        receives the whole text (``print`` by default)."""
         shapes = self._output_shapes()
         rows = [("Layer", "Output shape", "Params")]
         for layer, shape in zip(self.layers, shapes):
             count = sum(math.prod(p.value.shape) for p in layer.params)
+            trains = sum(math.prod(p.value.shape) for p in layer.trainable_params)
+            note = "" if trains == count else " (frozen)" if trains == 0 else " (part frozen)"
             name = repr(layer)
             name = name if len(name) <= 44 else name[:41] + "..."
-            rows.append((name, shape, f"{count:,}"))
+            rows.append((name, shape, f"{count:,}{note}"))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}" for a, b, c in rows]
         rule = "-" * len(lines[0])
-        frozen = sum(math.prod(b.value.shape) for b in self.buffers)
+        trainable = sum(math.prod(p.value.shape) for p in self.trainable_params)
+        buffers = sum(math.prod(b.value.shape) for b in self.buffers)
+        total = self.count_params() + buffers
         lines[1:1] = [rule]
         lines += [
             rule,
-            f"Total params: {self.count_params() + frozen:,} (trainable {self.count_params():,}, "
-            f"non-trainable {frozen:,})",
+            f"Total params: {total:,} (trainable {trainable:,}, non-trainable "
+            f"{total - trainable:,})",
             f"dtype {self.dtype_name}, backend {self.backend.name}, device {self.backend.device}",
         ]
         print_fn("\n".join(lines))
@@ -558,12 +638,33 @@ class Sequential:
             net._rng.state = self._rng.state
             net.metrics, net.loss_unknown = self.metrics, self.loss_unknown
             net.loss = None if self.loss is None else get_loss(copy.copy(self.loss), net.backend)
-            if self.optimizer is not None:
-                net.optimizer = self.optimizer.copy_for(net.params, net.backend)
+            if self.optimizer is not None:  # bound to the same parameters, frozen or not
+                index = {id(p): i for i, p in enumerate(self.params)}
+                bound = [net.params[index[id(p)]] for p in self.optimizer.params]
+                net.optimizer = self.optimizer.copy_for(bound, net.backend)
             if self.loss_scale is not None and net.loss_scale is not None:
                 net.loss_scale.scale = float(self.loss_scale.scale)
                 net.loss_scale.clean_steps = self.loss_scale.clean_steps
         return net
+
+
+#: Other libraries' argument names (and slips) for those of ``fit`` and ``evaluate``.
+FIT_ALIASES = {
+    "nb_epoch": "epochs",
+    "n_epochs": "epochs",
+    "num_epochs": "epochs",
+    "max_iter": "epochs",
+    "batchsize": "batch_size",
+    "sample_weights": "sample_weight",
+    "class_weights": "class_weight",
+    "callback": "callbacks",
+    "metric": "metrics",
+    "validation": "validation_data",
+    "lr": "the learning rate belongs to the optimizer: optimizer=pn.SGD(lr=...)",
+    "learning_rate": "the learning rate belongs to the optimizer: optimizer=pn.SGD(lr=...)",
+}
+#: ... and for those of ``Sequential``.
+SEQUENTIAL_ALIASES = {"random_state": "seed", "dtype_policy": "dtype"}
 
 
 def _stream_or_pair(X: Any, y: Any, caller: str) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polynn._checks import number, unknown_name
 from polynn.backends import Backend
@@ -28,6 +28,9 @@ from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.kernels import Scalars
 from polynn.layers import Parameter
 from polynn.schedules import Schedule
+
+if TYPE_CHECKING:
+    from polynn.model import Sequential
 
 __all__ = ["SGD", "Adagrad", "Adam", "AdamW", "Optimizer", "RMSprop", "get_optimizer"]
 
@@ -93,20 +96,37 @@ class Optimizer:
         #: The rate and the count of updates on the device (made by ``bind``).
         self.scalars: Scalars | None = None
 
-    def bind(self, params: Sequence[Parameter], backend: Backend) -> None:
-        """Train ``params`` (arrays of ``backend``) from now on, with its kernels.
+    def bind(
+        self, params: Sequence[Parameter] | Sequential, backend: Backend | None = None
+    ) -> None:
+        """Train ``params`` (arrays of ``backend``) from now on, with its kernels; or, given a
+        model, its trainable parameters (``net.trainable_params``: frozen layers left out) on
+        its backend. ``fit`` binds its model; a manual loop calls ``opt.bind(net)`` once
+        (and again after freezing or unfreezing layers).
 
-        Binding the parameters already bound keeps the state, so a second ``fit`` continues
-        where the first stopped. The device scalars are written from ``lr`` and
-        ``iterations`` (which a file or the user may have set).
+        The state of parameters already bound is kept, so a second ``fit`` continues where
+        the first stopped, also after freezing some layers; binding parameters none of which
+        were bound (another model) starts afresh. The device scalars are written from ``lr``
+        and ``iterations`` (which a file or the user may have set).
         """
+        if backend is None:
+            if not hasattr(params, "trainable_params"):
+                raise PolynnTypeError(
+                    f"bind takes a model (opt.bind(net)) or parameters and their backend; got "
+                    f"{type(params).__name__} without a backend."
+                )
+            params, backend = params.trainable_params, params.backend
         self.xp, self.kernels, self.device = backend.xp, backend.kernels, backend.device
         params = tuple(params)
         if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
+            before = {id(p): state for p, state in zip(self.params, self.state)}
+            self.state = [before.get(id(p), {}) for p in params]
+            if not any(id(p) in before for p in params):
+                self.iterations = 0
+                self.epochs = 0
             self.params = params
-            self.state = self._fresh_state()
-            self.iterations = 0
-            self.epochs = 0
+            fresh = self._fresh_state()
+            self.state = [state or new for state, new in zip(self.state, fresh)]
             self.scalars = None
         if self.scalars is None and params:
             like = params[0].value
@@ -147,13 +167,13 @@ class Optimizer:
             return
         if self.clipvalue is not None or self.clipnorm is not None:
             self.clip()
-        self.update()
+        self.update_rule()
 
     def clip(self) -> None:
         """Clip the gradients as ``clipvalue`` and ``clipnorm`` say (no host round trip)."""
         self.kernels.clip(self.params, self.clipvalue, self.clipnorm, self.scalars)
 
-    def update(self) -> None:
+    def update_rule(self) -> None:
         """One update of every parameter through the kernels (the rule of a subclass)."""
         raise NotImplementedError
 
@@ -230,7 +250,7 @@ class SGD(Optimizer):
     def state_fills(self) -> dict[str, float]:
         return {"velocity": 0.0} if self.momentum else {}
 
-    def update(self) -> None:
+    def update_rule(self) -> None:
         self.kernels.sgd(
             self.params, self.state, self.scalars, self.momentum, self.nesterov, self.weight_decay
         )
@@ -274,7 +294,7 @@ class Adam(Optimizer):
     def state_fills(self) -> dict[str, float]:
         return {"m": 0.0, "v": 0.0}
 
-    def update(self) -> None:
+    def update_rule(self) -> None:
         self.kernels.adam(
             self.params,
             self.state,
@@ -349,7 +369,7 @@ class RMSprop(Optimizer):
             fills["momentum"] = 0.0
         return fills
 
-    def update(self) -> None:
+    def update_rule(self) -> None:
         self.kernels.rmsprop(
             self.params,
             self.state,
@@ -396,7 +416,7 @@ class Adagrad(Optimizer):
     def state_fills(self) -> dict[str, float]:
         return {"sum": self.initial_accumulator}
 
-    def update(self) -> None:
+    def update_rule(self) -> None:
         self.kernels.adagrad(
             self.params,
             self.state,

@@ -78,9 +78,9 @@ def register(obj: T | None = None, *, name: str | None = None) -> Any:
     ``@pn.register(name="MyLayer")``.
 
     A class is rebuilt from a file as ``cls(**config)``, ``config`` being what its
-    ``get_config()`` returns (JSON values); a metric ``fn(pred, target, xp)`` returns the
-    number of correct rows of a batch as a 0-d array (see ``polynn.metrics``).
-    """
+    ``get_config()`` returns (JSON values); a metric ``fn(y_true, y_pred)`` returns the
+    figure for the rows it is given (see ``polynn.metrics``). A registered loss or metric is
+    also named by that string in ``fit`` and ``evaluate`` (``loss="my_loss"``)."""
 
     def decorate(obj: T) -> T:
         key = name if name is not None else getattr(obj, "__name__", None)
@@ -135,8 +135,12 @@ def name_of(obj: Any, what: str) -> str:
 
 
 def encode(obj: Any, what: str) -> dict[str, Any]:
-    """``{"type": name, "config": obj.get_config()}``: how a file holds an object."""
-    return {"type": name_of(obj, what), "config": obj.get_config()}
+    """``{"type": name, "config": obj.get_config()}``: how a file holds an object; a frozen
+    layer also has ``"trainable": False``."""
+    spec = {"type": name_of(obj, what), "config": obj.get_config()}
+    if kind_of(obj) == "layer" and not obj.trainable:
+        spec["trainable"] = False
+    return spec
 
 
 def lookup(kind: str, name: Any, custom_objects: Mapping[str, Any] | None = None) -> Any:
@@ -168,8 +172,14 @@ def build(kind: str, spec: Any, custom_objects: Mapping[str, Any] | None = None)
     if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
         raise PolynnValueError(f"a {kind} entry must be {{'type': ..., 'config': {{...}}}}.")
     cls = lookup(kind, spec.get("type"), custom_objects)
+    trainable = spec.get("trainable", True)
+    if kind != "layer" and "trainable" in spec:
+        raise PolynnValueError(f"a {kind} entry has no 'trainable' (only layers have).")
+    if not isinstance(trainable, bool):
+        raise PolynnValueError(f"a layer's 'trainable' must be true or false; got {trainable!r}.")
     from_config: Callable[..., Any] | None = getattr(cls, "from_config", None)
     config = spec.get("config", {})
-    if from_config is not None:
-        return from_config(config, custom_objects)
-    return cls(**config)
+    obj = from_config(config, custom_objects) if from_config is not None else cls(**config)
+    if not trainable:
+        obj.trainable = False
+    return obj

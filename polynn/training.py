@@ -7,7 +7,7 @@
   function (``make_mixed_step``: the same under a mixed-precision policy;
   ``make_distributed_step``: one rank's, with the gradients summed over the ranks).
 - ``Summary``: what a pass reduces and reports (the loss as a mean over rows, each metric's
-  correct rows), read back from the device once per pass.
+  sums, ``polynn.metrics``), read back from the device once per pass.
 - ``epochs_of`` and ``train``: epochs, the divergence check and the ``Snapshot`` of the
   weights to go back to, validation, callbacks and progress; ``score``: a pass without
   updates (``evaluate`` and validation).
@@ -34,7 +34,7 @@ from polynn.distributed import MPI, agreed, weighted_means
 from polynn.errors import PolynnTypeError, PolynnValueError, TrainingDivergedError
 from polynn.layers import Identity, Layer, Softmax, nested
 from polynn.losses import BinaryCrossEntropy, CrossEntropy, Loss
-from polynn.metrics import get_metrics
+from polynn.metrics import Metric, get_metrics
 from polynn.optimizers import Optimizer
 from polynn.precision import LossScale, half_weights
 from polynn.progress import Progress
@@ -48,6 +48,7 @@ __all__ = [
     "Snapshot",
     "Summary",
     "check_callbacks",
+    "check_distributed",
     "epochs_of",
     "layers_for",
     "make_distributed_step",
@@ -63,7 +64,7 @@ __all__ = [
     "train",
 ]
 
-Metrics = dict[str, Callable[[Any, Any, Any], Any]]
+Metrics = dict[str, Metric]
 Step = Callable[[Any, Any], tuple[Any, Any]]
 
 
@@ -241,10 +242,20 @@ def make_step(
 
 
 def metrics_for(metrics: Sequence[str] | None, loss: Loss, n_outputs: int) -> Metrics:
-    """The metric functions named in ``metrics``, for a network of ``n_outputs`` trained
-    with ``loss`` (one output or binary cross-entropy: each output a probability)."""
+    """The metrics named in ``metrics``, for a network of ``n_outputs`` outputs trained with
+    ``loss`` (one output or binary cross-entropy: each output a probability)."""
     binary = n_outputs == 1 or isinstance(loss, BinaryCrossEntropy)
-    return get_metrics(metrics, binary=binary)
+    return get_metrics(metrics, outputs=n_outputs, binary=binary)
+
+
+def check_distributed(metrics: Metrics, dist: MPI | None) -> None:
+    """Refuse, in data-parallel passes, the metrics that need all the rows at once."""
+    whole = [name for name, metric in metrics.items() if metric.whole]
+    if dist is not None and whole:
+        raise PolynnValueError(
+            f"metrics {whole} need all the rows at once, which distributed= does not gather "
+            "yet; evaluate them without distributed= (on rank 0, say)."
+        )
 
 
 def make_mixed_step(
@@ -336,7 +347,7 @@ def make_distributed_step(
     forwards = [layer.forward for layer in layers]
     backwards = [layer.backward for layer in reversed(layers)]
     value_and_grad, update = loss.value_and_grad, optimizer.updater()
-    backend, params = model.backend, model.params
+    backend, params = model.backend, optimizer.params  # frozen ones need no sum
     xp, send = backend.xp, dist.transport(backend).allreduce
     zero = xp.asarray(0.0, dtype=model.dtype, device=backend.device)
     totals = itertools.cycle(sizes)
@@ -403,7 +414,7 @@ def compiled_step(
 
 
 class Summary:
-    """The per-batch losses and metric counts of one pass, reduced to the pass's logs."""
+    """The per-batch losses and metric sums of one pass, reduced to the pass's logs."""
 
     def __init__(
         self,
@@ -411,10 +422,13 @@ class Summary:
         counts: dict[str, list[Any]],
         backend: Backend,
         dist: MPI | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
-        """With ``dist``, ``values`` are each batch's loss summed over this rank's rows, and
-        losses and counts are summed over the ranks."""
+        """``counts[name]`` holds what ``metrics[name]`` kept of each batch. With ``dist``,
+        ``values`` are each batch's loss summed over this rank's rows, and losses and metric
+        sums are summed over the ranks."""
         self.values, self.counts, self.backend, self.dist = values, counts, backend, dist
+        self.metrics = metrics or {}
 
     def to_host(self, values: list[Any]) -> list[float]:
         """Floats from a list of 0-d device arrays, in one transfer."""
@@ -422,21 +436,53 @@ class Summary:
             return [float(values[0])]
         return self.backend.to_numpy(self.backend.xp.stack(values)).tolist()
 
+    def totals(self) -> list[float]:
+        """Every summing metric's sums over the pass, one after another, in one transfer
+        (zeros for a pass without batches)."""
+        xp, parts = self.backend.xp, []
+        for name, kept in self.counts.items():
+            metric = self.metrics[name]
+            if metric.whole:
+                continue
+            if kept:
+                parts.append(xp.sum(xp.stack(kept), axis=0))
+            else:
+                parts.append(xp.zeros((metric.width,), device=self.backend.device))
+        if not parts:
+            return []
+        return self.backend.to_numpy(xp.concat(parts)).tolist()
+
+    def results(self, totals: list[float], rows: int) -> dict[str, float]:
+        """Each metric's figure: from ``totals`` (as ``totals`` lists them, summed over the
+        ranks where there are several), or from all the pass's rows for a whole one."""
+        xp, out, start = self.backend.xp, {}, 0
+        for name, kept in self.counts.items():
+            metric = self.metrics[name]
+            if metric.whole and not kept:
+                out[name] = math.nan
+            elif metric.whole:
+                pred = xp.concat([batch[0] for batch in kept], axis=0)
+                target = xp.concat([batch[1] for batch in kept], axis=0)
+                out[name] = float(metric.result_all(pred, target, xp))
+            else:
+                out[name] = metric.result(totals[start : start + metric.width], rows)
+                start += metric.width
+        return out
+
     def logs(self, sizes: list[int], rows: int) -> tuple[dict[str, float], list[float]]:
         """The logs of a pass over batches of ``sizes`` rows (the loss as a mean over rows,
-        each metric's correct rows over all rows) and the per-batch losses."""
+        each metric over all rows) and the per-batch losses."""
         batch_losses = self.to_host(self.values)
-        counts = {name: sum(self.to_host(c)) for name, c in self.counts.items()}
-        if self.dist is not None:  # one collective: every batch's loss and every count
-            summed = self.dist.sum_floats([*batch_losses, *counts.values()], self.backend)
+        totals = self.totals()
+        if self.dist is not None:  # one collective: every batch's loss and every sum
+            summed = self.dist.sum_floats([*batch_losses, *totals], self.backend)
             batch_losses = weighted_means(summed[: len(sizes)], sizes)
-            counts = dict(zip(counts, summed[len(sizes) :]))
+            totals = summed[len(sizes) :]
         if len(batch_losses) == 1:
             logs = {"loss": batch_losses[0]}
         else:
             logs = {"loss": sum(map(operator.mul, batch_losses, sizes)) / rows}
-        for name, count in counts.items():
-            logs[name] = count / rows
+        logs.update(self.results(totals, rows))
         return logs, batch_losses
 
 
@@ -465,13 +511,13 @@ def score(
     )
     if dist is None:
         return score_batches(layers, batches, loss, metrics, backend)
+    check_distributed(metrics, dist)
     values, counts, _ = _passes(layers, batches, loss, metrics, backend, by_rows=True)
-    local = [
-        sum(Summary([], {}, backend).to_host(v)) if v else 0.0 for v in (values, *counts.values())
-    ]
+    summary = Summary(values, counts, backend, metrics=metrics)
+    local = [sum(summary.to_host(values)) if values else 0.0, *summary.totals()]
     total = dist.sum_floats([*local, float(X.shape[0])], backend)
     rows = total[-1]
-    return {"loss": total[0] / rows, **{name: c / rows for name, c in zip(counts, total[1:-1])}}
+    return {"loss": total[0] / rows, **summary.results(total[1:-1], rows)}
 
 
 def score_batches(
@@ -484,7 +530,7 @@ def score_batches(
     """The loss and metrics over ``batches`` (``(x, y)`` or ``(x, y, w)`` tuples on the
     device, from arrays or a stream), without updates."""
     values, counts, sizes = _passes(layers, batches, loss, metrics, backend)
-    return Summary(values, counts, backend).logs(sizes, sum(sizes))[0]
+    return Summary(values, counts, backend, metrics=metrics).logs(sizes, sum(sizes))[0]
 
 
 def _passes(
@@ -566,7 +612,7 @@ def epochs_of(
             batch_losses = [float(value)]
             logs = {"loss": batch_losses[0]}
         else:
-            summary = Summary(values, counts, backend, dist)
+            summary = Summary(values, counts, backend, dist, metrics)
             logs, batch_losses = summary.logs(batches.sizes, batches.rows)
         if not isfinite(logs["loss"]):
             bad = next(i for i, v in enumerate(batch_losses) if not isfinite(v))
@@ -656,6 +702,7 @@ def train(
     of data-parallel training (``polynn.distributed``). ``compile``: whether the step is
     compiled where the backend can (``polynn.compiled``)."""
     backend = model.backend
+    check_distributed(metrics, dist)
     if dist is not None:  # every rank starts from rank 0's weights and batch order
         values = dist.transport(backend).broadcast([p.value for p in model.params], backend)
         for p, value in zip(model.params, values):

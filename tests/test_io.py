@@ -127,8 +127,10 @@ def test_the_file_is_one_npz_with_a_json_config(backend, tmp_path):
     with np.load(path, allow_pickle=False) as data:
         names = set(data.files)
         config = json.loads(str(data["config"]))
-        arrays = [data[f"param_{i}"] for i in range(4)]
-    assert names == {"config", "param_0", "param_1", "param_2", "param_3"}
+        order = ["layers.0.W", "layers.0.b", "layers.2.W", "layers.2.b"]
+        arrays = [data[name] for name in order]
+    assert names == {"config", *order}  # named for the layer and weight each array is
+    assert config["arrays"] == order
     assert isinstance(config["format_version"], int) and config["format_version"] >= 1
     assert config["dtype"] == "float32"
     assert [layer["type"] for layer in config["layers"]] == ["Dense", "Tanh", "Dense"]
@@ -420,7 +422,8 @@ def test_safetensors_round_trip(backend, tmp_path):
     path = tmp_path / "m.safetensors"
     net.save(path)
     tensors = safetensors.load_file(str(path))  # a plain safetensors file for other tools
-    assert sorted(tensors) == [f"param_{i}" for i in range(len(net.params))]
+    assert sorted(tensors) == ["layers.0.W", "layers.0.b", "layers.2.W", "layers.2.b"]
+    np.testing.assert_array_equal(tensors["layers.0.W"], net.get_weights()[0])  # (in, out)
     loaded = pn.load(path, backend=backend)
     np.testing.assert_array_equal(pn.to_numpy(loaded.predict(X)), pn.to_numpy(net.predict(X)))
     assert loaded.get_config() == net.get_config()

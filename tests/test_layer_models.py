@@ -196,7 +196,7 @@ def test_a_file_naming_an_unknown_layer_inside_a_residual_is_refused(tmp_path):
     net = pn.Sequential(pn.Dense(3, 3), pn.Residual(pn.Dense(3, 3)), seed=0)
     config, arrays = files.state(net)
     config["layers"][1]["config"]["layers"][0]["type"] = "os.system"
-    host.write_model(tmp_path / "m.npz", arrays, config)
+    host.write_model(tmp_path / "m.npz", arrays, config, config["arrays"])
     with pytest.raises(pn.PolynnFileError, match=r"os\.system") as info:
         pn.load(tmp_path / "m.npz")
     assert isinstance(info.value, OSError)

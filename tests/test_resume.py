@@ -138,7 +138,7 @@ def test_the_file_records_the_optimizer_state(backend, tmp_path):
     with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
         config = json.loads(str(data["config"]))
         arrays = {name: data[name] for name in data.files if name != "config"}
-    assert config["format_version"] == 2
+    assert config["format_version"] == 3
     training = config["training"]
     assert training["loss"] == {"type": "CrossEntropy", "config": {}}
     assert training["metrics"] == ["accuracy"]
@@ -147,8 +147,11 @@ def test_the_file_records_the_optimizer_state(backend, tmp_path):
     assert training["optimizer"]["state"] == [["m", "v"]] * 4
     assert len(arrays) == 4 + 4 * 2  # W1, b1, W2, b2, then m and v of each
     state = net.optimizer.state
-    np.testing.assert_array_equal(arrays["param_4"], pn.to_numpy(state[0]["m"]))
-    np.testing.assert_array_equal(arrays["param_11"], pn.to_numpy(state[3]["v"]))
+    names = config["arrays"]
+    assert names[4:6] == ["optimizer.layers.0.W.m", "optimizer.layers.0.W.v"]
+    np.testing.assert_array_equal(arrays["optimizer.layers.0.W.m"], pn.to_numpy(state[0]["m"]))
+    np.testing.assert_array_equal(arrays[names[11]], pn.to_numpy(state[3]["v"]))
+    assert names[11] == "optimizer.layers.2.b.v"
 
 
 # -- custom classes -------------------------------------------------------------------------
@@ -208,8 +211,9 @@ def test_registering_refuses_polynn_names_and_non_polynn_classes():
 
 def test_a_registered_metric_round_trips(backend, tmp_path):
     @pn.register(name="positives")
-    def positives(pred, target, xp):
-        return xp.sum(xp.astype(pred > 0.5, pred.dtype))
+    def positives(y_true, y_pred):  # the fraction of rows predicted positive
+        xp = pn.backends.backend_of(y_pred).xp
+        return xp.mean(xp.astype(y_pred > 0.5, y_pred.dtype))
 
     net = pn.Sequential(pn.Dense(2, 1), pn.Sigmoid(), backend=backend, dtype="float64", seed=0)
     X, y = np.array([[3.0, 3.0], [-3.0, -3.0], [2.0, 1.0]]), np.array([[1.0], [0.0], [1.0]])

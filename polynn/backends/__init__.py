@@ -14,6 +14,8 @@ import logging
 import os
 from typing import Any
 
+import array_api_compat
+
 from polynn._checks import unknown_name
 from polynn.backends._core import (
     DTYPES,
@@ -33,6 +35,7 @@ __all__ = [
     "MATMUL_PRECISIONS",
     "POLICIES",
     "available",
+    "backend_of",
     "check_matmul_precision",
     "dtype_name",
     "get",
@@ -106,6 +109,24 @@ def get(name: Any = None, device: Any = None) -> Backend:
         message = unknown_name("backend", name, names(), ALIASES)
         raise PolynnValueError(message.rstrip(".") + source + ".")
     return _cached(name, device)
+
+
+def backend_of(x: Any) -> Backend:
+    """The backend of array ``x``: its library, on its device (``backend_of(y_pred).xp`` is
+    the namespace to compute with, in a metric or loss of your own)."""
+    try:
+        xp = array_api_compat.array_namespace(x)
+    except TypeError:
+        raise PolynnTypeError(
+            f"expected an array of a backend polynn knows (NumPy, CuPy, PyTorch, JAX, ...); got "
+            f"{type(x).__name__}."
+        ) from None
+    name, device = registered_name(xp), array_api_compat.device(x)
+    if name is None:
+        return NamespaceBackend(xp, device)
+    if name == "numpy":
+        return get("numpy")
+    return get(name, getattr(device, "id", device) if name == "cupy" else device)
 
 
 _resolved: dict[tuple[str, Any], Backend | BackendUnavailableError] = {}

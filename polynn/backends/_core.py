@@ -38,6 +38,8 @@ class Backend:
 
     #: Whether the library's arrays can be updated in place (JAX's cannot).
     inplace = True
+    #: What installs a half type the library lacks here (NumPy's and CuPy's bfloat16).
+    half_install: dict[str, str] = {}
 
     def __init__(self, name: str, xp: Any, device: Any) -> None:
         self.name = name
@@ -127,9 +129,11 @@ class Backend:
             return self.dtype(name)
         half = self._half(POLICIES[name])
         if half is None:
+            fix = self.half_install.get(POLICIES[name])
+            fix = f" here: {fix}, or use" if fix else "; use one of the"
             raise PolynnValueError(
                 f"dtype={name!r} computes in {POLICIES[name]}, which backend {self.name!r} does "
-                f"not have; backends with it: {HALF_BACKENDS[POLICIES[name]]}."
+                f"not have{fix} backends with it: {HALF_BACKENDS[POLICIES[name]]}."
             )
         return half
 
@@ -217,7 +221,9 @@ class Backend:
         xp = self.xp
         kind_ok = any(xp.isdtype(x.dtype, k) for k in ("real floating", "integral", "bool"))
         if not kind_ok:
-            raise PolynnTypeError(f"{name} must hold real numbers; got an array of {x.dtype}.")
+            raise PolynnTypeError(
+                f"{name} must hold real numbers; got an array of {x.dtype}.{_labels_hint(x, name)}"
+            )
         if x.ndim == 0 or x.shape[0] == 0:
             raise PolynnValueError(
                 f"{name} is empty (shape {tuple(x.shape)}); expected rows of data."
@@ -228,12 +234,14 @@ class Backend:
         if dtype is not None:
             target = self.dtype(dtype)
             if x.dtype != target:
+                original = x
                 with self.context():  # NumPy's: no overflow warning, the error below says it
                     x = xp.astype(x, target)
                 if not bool(xp.all(xp.isfinite(x))):
+                    where, value = _first_beyond(xp, x, original)
                     raise PolynnValueError(
-                        f"{name} holds values beyond {dtype_name(target)}'s range: scale the "
-                        "data or use dtype='float64'."
+                        f"{name} holds {value:g} (at index {where}), beyond "
+                        f"{dtype_name(target)}'s range: scale the data or use dtype='float64'."
                     )
         elif xp.isdtype(x.dtype, "bool"):
             x = xp.astype(x, xp.int64)  # as host data: False/True mean 0/1
@@ -264,6 +272,26 @@ def dtype_name(dtype: Any) -> str:
             f"the mixed-precision policies {list(POLICIES)}."
         )
     return name
+
+
+def _labels_hint(a: Any, name: str) -> str:
+    """For targets of text or objects (class names): how to encode them."""
+    if name != "y" or getattr(getattr(a, "dtype", None), "kind", "") not in "USO":
+        return ""
+    return (
+        " If y holds class names, encode them as integers 0..K-1 first, e.g. "
+        "classes, y = np.unique(y, return_inverse=True) (classes[k] names class k), or use "
+        "polynn.sklearn.MLPClassifier, which takes any labels."
+    )
+
+
+def _first_beyond(xp: Any, cast: Any, original: Any) -> tuple[tuple[int, ...], float]:
+    """The index of the first element that ``cast`` (``original`` in a narrower dtype) no
+    longer holds as a finite number, and its value: read from the device for an error."""
+    bad = xp.reshape(xp.astype(xp.logical_not(xp.isfinite(cast)), xp.int32), (-1,))
+    flat = int(xp.argmax(bad))
+    where = tuple(int(i) for i in np.unravel_index(flat, tuple(original.shape)))
+    return where, float(xp.reshape(original, (-1,))[flat])
 
 
 def _ready() -> None:
@@ -326,7 +354,7 @@ def check_host_array(data: Any, name: str) -> np.ndarray:
     if a.dtype.kind not in "iuf":
         raise PolynnTypeError(
             f"{name} must hold real numbers; got data of dtype {a.dtype} "
-            f"(for example {a.flat[0]!r})."
+            f"(for example {a.flat[0]!r}).{_labels_hint(a, name)}"
             if a.size
             else f"{name} must hold real numbers."
         )

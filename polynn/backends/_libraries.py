@@ -37,6 +37,8 @@ def _bad_device(backend: str, device: Any, expected: str) -> PolynnValueError:
 class NumpyBackend(Backend):
     """NumPy on the CPU. NumPy 2 implements the array API standard in its main namespace."""
 
+    half_install = {"bfloat16": 'install ml-dtypes with pip install "polynn[mixed]"'}
+
     def __init__(self, device: Any = None) -> None:
         if device not in (None, "cpu"):
             raise _bad_device("numpy", device, "'cpu' (or None)")
@@ -95,9 +97,16 @@ class ArrayApiStrictBackend(Backend):
     def owns(self, x: Any) -> bool:
         return isinstance(x, self.xp._array_object.Array)
 
+    def context(self, matmul_precision: str = "highest") -> contextlib.AbstractContextManager:
+        # It computes with NumPy: as on the numpy backend, overflow is reported by polynn
+        # (a clear error, TrainingDivergedError), not by NumPy's warnings before it.
+        return np.errstate(over="ignore", invalid="ignore")
+
 
 class CupyBackend(Backend):
     """CuPy on a CUDA device. Arrays are created under ``cupy.cuda.Device(n)``."""
+
+    half_install = {"bfloat16": 'install ml-dtypes with pip install "polynn[mixed]"'}
 
     def __init__(self, device: Any = None) -> None:
         cupy = _import(

@@ -28,6 +28,7 @@ from polynn.errors import (
 )
 
 __all__ = [
+    "INITIALIZERS",
     "HostRNG",
     "log_softmax",
     "read_model",
@@ -68,6 +69,20 @@ def to_numpy(x: Any) -> np.ndarray:
             raise PolynnTypeError(f"cannot copy a {type(x).__name__} to NumPy: {exc}") from None
 
 
+#: The initialisers by name (``Dense(..., init=...)``, ``Layer.add_param``): PyTorch's
+#: definitions (the normal ones are not truncated), with the fans of the array's shape.
+INITIALIZERS = (
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_normal",
+    "orthogonal",
+    "zeros",
+    "ones",
+)
+
+
 class HostRNG:
     """Every random draw of a model, made on the host from ``numpy.random.default_rng(seed)``.
 
@@ -78,15 +93,61 @@ class HostRNG:
     def __init__(self, seed: int | None) -> None:
         self._rng = np.random.default_rng(seed)
 
-    def glorot_uniform(self, fan_in: int, fan_out: int) -> np.ndarray:
-        limit = np.sqrt(6.0 / (fan_in + fan_out))
-        return self._rng.uniform(-limit, limit, size=(fan_in, fan_out))
+    def _uniform(self, limit: float, shape: tuple[int, ...]) -> np.ndarray:
+        return self._rng.uniform(-limit, limit, size=shape)
 
-    def he_normal(self, fan_in: int, fan_out: int) -> np.ndarray:
-        return self._rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
+    def _normal(self, std: float, shape: tuple[int, ...]) -> np.ndarray:
+        return self._rng.normal(0.0, std, size=shape)
+
+    def _orthogonal(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The array as a (rows, shape[-1]) matrix with orthonormal columns (or rows, if it
+        is wide): the Q of a Gaussian matrix's QR decomposition, its signs fixed by R's
+        diagonal so that the draw is uniform."""
+        rows = math.prod(shape[:-1])
+        a = self._rng.normal(size=(rows, shape[-1]))
+        wide = rows < shape[-1]
+        q, r = np.linalg.qr(a.T if wide else a)
+        q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
+        return (q.T if wide else q).reshape(shape)
 
     def zeros(self, *shape: int) -> np.ndarray:
         return np.zeros(shape)
+
+    def initial(
+        self, init: Any, shape: tuple[int, ...], fan_in: int, fan_out: int, what: str
+    ) -> np.ndarray:
+        """The initial values of an array of ``shape`` with ``fan_in`` inputs and ``fan_out``
+        outputs: ``init`` is a name from ``INITIALIZERS``, a number (every element), or a
+        function ``init(shape, rng)`` of the shape and this model's ``numpy.random.Generator``
+        returning an array of that shape. ``what`` names the array in errors."""
+        shape = tuple(shape)
+        if callable(init):
+            try:
+                values = np.asarray(init(shape, self._rng), dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise PolynnTypeError(
+                    f"the init function of {what} must take (shape, rng) and return an array "
+                    f"of real numbers of that shape: {exc}"
+                ) from None
+            if values.shape != shape or not np.isfinite(values).all():
+                raise PolynnValueError(
+                    f"the init function of {what} must return finite values of shape {shape}; "
+                    f"it returned an array of shape {values.shape}."
+                )
+            return values
+        if not isinstance(init, str):
+            return np.full(shape, float(init))
+        draws = {
+            "glorot_uniform": lambda: self._uniform(math.sqrt(6.0 / (fan_in + fan_out)), shape),
+            "glorot_normal": lambda: self._normal(math.sqrt(2.0 / (fan_in + fan_out)), shape),
+            "he_uniform": lambda: self._uniform(math.sqrt(6.0 / fan_in), shape),
+            "he_normal": lambda: self._normal(math.sqrt(2.0 / fan_in), shape),
+            "lecun_normal": lambda: self._normal(math.sqrt(1.0 / fan_in), shape),
+            "orthogonal": lambda: self._orthogonal(shape),
+            "zeros": lambda: np.zeros(shape),
+            "ones": lambda: np.ones(shape),
+        }
+        return draws[init]()
 
     def permutation(self, n: int) -> np.ndarray:
         return self._rng.permutation(n)
@@ -105,10 +166,12 @@ class HostRNG:
         self._rng.bit_generator.state = value
 
 
-def write_model(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dict) -> Path:
-    """Write ``arrays`` and a JSON ``config`` to one file, atomically: a ``.safetensors``
-    file (tensors ``param_<i>``, the config in its metadata) where the path ends so, else an
-    ``.npz`` archive (``config`` and ``param_<i>``).
+def write_model(
+    path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dict, names: Sequence[str]
+) -> Path:
+    """Write ``arrays`` (named ``names``) and a JSON ``config`` to one file, atomically: a
+    ``.safetensors`` file (the config in its metadata) where the path ends so, else an
+    ``.npz`` archive (``config`` and the arrays).
 
     The data goes to a new file in the target's directory which then replaces the target in
     one rename: an existing file is never left half-written. Where the OS allows (Linux's
@@ -123,7 +186,7 @@ def write_model(path: str | os.PathLike, arrays: Sequence[np.ndarray], config: d
             f"the model's weights are not all finite (did training diverge?); {str(path)!r} "
             "was not written, and a file already there is untouched."
         )
-    params = {f"param_{i}": np.ascontiguousarray(a) for i, a in enumerate(arrays)}
+    params = {name: np.ascontiguousarray(a) for name, a in zip(names, arrays)}
     try:
         _remove_stale_temporaries(path)
         with _replacing(path) as f:
@@ -273,7 +336,8 @@ def _running(pid: int) -> bool:
 #: The largest config a model file may hold, in bytes (JSON of a few hundred layers is ~50 kB).
 MAX_CONFIG_BYTES = 1 << 20
 
-Shapes = Callable[[dict], list[tuple[int, ...]]]
+#: What ``read_model`` asks of a config: the name and shape of each array it describes.
+Shapes = Callable[[dict], list[tuple[str, tuple[int, ...]]]]
 
 
 def read_model(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.ndarray]]:
@@ -317,15 +381,15 @@ def read_model(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.n
                 if not isinstance(config, dict):
                     raise foreign
                 expected = shapes(config)
-                names = sorted(n for n in members if n.startswith("param_"))
-                if names != sorted(f"param_{i}.npy" for i in range(len(expected))):
+                names = sorted(n for n in members if n != "config.npy")
+                if names != sorted(f"{name}.npy" for name, _ in expected):
                     raise PolynnFileError(
                         f"{str(path)!r} holds {len(names)} arrays, but its config describes "
-                        f"{len(expected)}."
+                        f"{len(expected)}"
+                        + ("." if len(names) != len(expected) else " with other names.")
                     )
                 arrays = [
-                    _read_array(archive, members[f"param_{i}.npy"], shape)
-                    for i, shape in enumerate(expected)
+                    _read_array(archive, members[f"{name}.npy"], shape) for name, shape in expected
                 ]
         except PolynnFileError:
             raise
@@ -373,14 +437,14 @@ def _read_safetensors(f: Any, path: Path, shapes: Shapes) -> tuple[dict, list[np
             raise ValueError("its polynn config is not a JSON object")
         expected = shapes(config)
         data = size - 8 - length
-        for i, shape in enumerate(expected):
-            entry = header[f"param_{i}"]
+        for name, shape in expected:
+            entry = header[name]
             dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
             start, stop = entry["data_offsets"]
             nbytes = math.prod(shape) * np.dtype(dtype).itemsize
             if tuple(entry["shape"]) != tuple(shape) or stop - start != nbytes or stop > data:
                 raise ValueError(
-                    f"param_{i} is {entry['dtype']} of shape {tuple(entry['shape'])} at bytes "
+                    f"{name} is {entry['dtype']} of shape {tuple(entry['shape'])} at bytes "
                     f"{start}-{stop}; the config implies shape {tuple(shape)}"
                 )
         if len(header) - ("__metadata__" in header) != len(expected):
@@ -394,7 +458,7 @@ def _read_safetensors(f: Any, path: Path, shapes: Shapes) -> tuple[dict, list[np
         raise PolynnFileError(
             f"cannot read {str(path)!r} as a polynn model file: {type(exc).__name__}: {exc}"
         ) from None
-    return config, [np.array(tensors[f"param_{i}"]) for i in range(len(expected))]
+    return config, [np.array(tensors[name]) for name, _ in expected]
 
 
 #: Deflate cannot shrink data by more than this (1032:1), so a member that claims more lies.

@@ -18,7 +18,17 @@ from polynn.backends import Backend
 from polynn.backends.host import HostRNG
 from polynn.errors import PolynnValueError
 from polynn.kernels import Act, out_length, pad, spread, taps
-from polynn.layers.core import Layer, Parameter, Shape, compatible, describe
+from polynn.layers.core import (
+    BIAS_INITS,
+    Init,
+    Layer,
+    Parameter,
+    Shape,
+    check_init,
+    compatible,
+    describe,
+    savable_inits,
+)
 
 __all__ = ["Conv1D", "GlobalAveragePool1D", "MaxPool1D", "out_length", "pad", "spread", "taps"]
 
@@ -28,7 +38,9 @@ class Conv1D(Layer):
     (a cross-correlation, as in PyTorch's ``conv1d``) on inputs of shape (rows, length,
     in_channels), zero-padded by ``padding`` at both ends. ``W`` has shape (kernel_size,
     in_channels, out_channels), ``b`` (out_channels,). Weights start as a ``Dense``'s with
-    ``kernel_size * in_channels`` inputs (He-normal before the ReLU family, else Glorot)."""
+    ``kernel_size * in_channels`` inputs and ``out_channels`` outputs (He-normal before the
+    ReLU family, else Glorot; ``init`` and ``bias_init`` as ``Dense``'s: a name draws that
+    (kernel_size * in_channels, out_channels) matrix)."""
 
     compilable = True
 
@@ -41,21 +53,27 @@ class Conv1D(Layer):
         kernel_size: int,
         stride: int = 1,
         padding: int = 0,
+        *,
+        init: Init | None = None,
+        bias_init: Init = "zeros",
     ) -> None:
         self.in_channels = integer(in_channels, "Conv1D in_channels", 1)
         self.out_channels = integer(out_channels, "Conv1D out_channels", 1)
         self.kernel_size = integer(kernel_size, "Conv1D kernel_size", 1)
         self.stride = integer(stride, "Conv1D stride", 1)
         self.padding = integer(padding, "Conv1D padding", 0)
+        self.init_name = None if init is None else check_init(init, "Conv1D init")
+        self.bias_init = check_init(bias_init, "Conv1D bias_init", BIAS_INITS)
         #: False for a network's first layer: its input gradient is never used.
         self.need_input_grad = True
 
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         super().build(backend, dtype, rng, init)
         k, cin, cout = self.kernel_size, self.in_channels, self.out_channels
-        W = getattr(rng, init)(k * cin, cout).reshape(k, cin, cout)
+        W = rng.initial(self.init_name or init, (k, cin, cout), k * cin, cout, f"W of {self!r}")
         self.W = Parameter(backend.from_numpy(W, dtype), "W")
-        self.b = Parameter(backend.from_numpy(rng.zeros(cout), dtype), "b")
+        b = rng.initial(self.bias_init, (cout,), cout, cout, f"b of {self!r}")
+        self.b = Parameter(backend.from_numpy(b, dtype), "b")
         self.params = (self.W, self.b)
         self._kernels = backend.kernels
 
@@ -122,6 +140,7 @@ class Conv1D(Layer):
             "kernel_size": self.kernel_size,
             "stride": self.stride,
             "padding": self.padding,
+            **savable_inits(init=self.init_name, bias_init=self.bias_init),
         }
 
 

@@ -8,13 +8,14 @@ fills the gradients of its parameters. No autograd tape. All arithmetic goes thr
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from polynn._checks import integer, number
+from polynn._checks import integer, number, unknown_name
 from polynn.backends import Backend
-from polynn.backends.host import HostRNG
+from polynn.backends.host import INITIALIZERS, HostRNG
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.kernels import Act
 
@@ -31,6 +32,9 @@ __all__ = [
     "Softmax",
     "Tanh",
     "Shape",
+    "Init",
+    "check_built",
+    "check_init",
     "check_stack",
     "compatible",
     "describe",
@@ -57,6 +61,54 @@ def describe(shape: Shape) -> str:
     return f"rows of shape ({inner}{',' if len(shape) == 1 else ''})"
 
 
+#: How an array starts: a name from ``INITIALIZERS``, a number (every element), or a function
+#: ``init(shape, rng)`` of the shape and the model's ``numpy.random.Generator``.
+Init = str | float | Callable[[tuple[int, ...], Any], Any]
+
+
+def check_init(init: Any, what: str, names: Sequence[str] = INITIALIZERS) -> Init:
+    """``init`` if it is one of ``names``, a number or a function; else a clear error."""
+    if callable(init) or isinstance(init, str) and init in names:
+        return init
+    if isinstance(init, str):
+        raise PolynnValueError(unknown_name(f"{what} initialiser", init, names))
+    if isinstance(init, bool) or not isinstance(init, (int, float)):
+        raise PolynnTypeError(
+            f"{what} must be an initialiser name from {list(names)}, a number or a function "
+            f"(shape, rng) -> array; got {init!r}."
+        )
+    return number(init, what, -math.inf)
+
+
+#: What a bias may start as (besides a number or a function): the initialisers that need no
+#: fans.
+BIAS_INITS = ("zeros", "ones")
+
+
+def savable_inits(**inits: Any) -> dict[str, Any]:
+    """The initialisers of a layer's config that a file can hold: names other than the
+    defaults (None, ``"zeros"`` for a bias) and numbers; a function is left out."""
+    return {
+        key: value
+        for key, value in inits.items()
+        if not callable(value)
+        and value is not None
+        and not (key == "bias_init" and value == "zeros")
+    }
+
+
+def fans(shape: Sequence[int]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of an array of ``shape``, as Keras and PyTorch count them: a
+    matrix (in, out) has ``in`` and ``out``; a kernel (..., in, out) multiplies both by the
+    size of its leading axes; a vector (n,) has ``n`` and ``n``."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = math.prod(shape[:-2])
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
 class Parameter:
     """A trainable array and the gradient the last backward pass left for it."""
 
@@ -68,17 +120,25 @@ class Parameter:
         self.name = name
 
     def __repr__(self) -> str:
-        return f"Parameter({self.name}, shape={tuple(self.value.shape)})"
+        shape = "not built" if self.value is None else tuple(self.value.shape)
+        return f"Parameter({self.name}, shape={shape})"
 
 
 class Layer:
     """Base class. Subclasses implement ``forward`` and ``backward``.
 
     ``training`` is True while ``fit`` runs a training step (the model sets it; ``predict``,
-    ``evaluate``, ``forward`` and validation run with False). ``params`` are the trainable
-    arrays (in ``get_weights``), ``buffers`` the non-trainable ones saved with the model (a
+    ``evaluate``, ``forward`` and validation run with False). ``params`` are the arrays
+    training optimises (in ``get_weights``), ``buffers`` the others saved with the model (a
     ``BatchNorm``'s running statistics: no optimizer sees them), and ``get_state`` small
-    JSON-able state (a ``Dropout``'s step counter).
+    JSON-able state (a ``Dropout``'s step counter). ``trainable = False`` freezes the layer:
+    the optimizer leaves its parameters as they are.
+
+    A layer of your own with weights declares them in ``__init__`` with ``add_param`` (and
+    non-trained arrays with ``add_buffer``); the model creates them on its backend, in its
+    dtype, when it builds the layer, and its ``forward`` reads ``param.value``. Its
+    ``backward`` sets ``param.grad`` (an array of the value's shape) and returns the input
+    gradient.
     """
 
     params: tuple[Parameter, ...] = ()
@@ -87,6 +147,11 @@ class Layer:
     buffers: tuple[Parameter, ...] = ()
     #: True during the training steps of ``fit`` (the model sets it), else False.
     training: bool = False
+    #: False freezes the layer: ``fit`` (and an optimizer bound with ``opt.bind(net)``)
+    #: leaves its parameters unchanged, keeps no optimizer state for them and applies no
+    #: weight decay to them; a frozen ``BatchNorm`` also keeps its running statistics and
+    #: normalises with them. Saved with the model.
+    trainable: bool = True
     #: The weight initialisation a preceding ``Dense`` uses by default; None passes on the
     #: hint of the layer after it (layers that keep the scale of what feeds an activation:
     #: Dropout, the normalisations, reshapes).
@@ -110,13 +175,57 @@ class Layer:
     #: and buffers (a Dropout's step count): a compiled step passes them in and out.
     device_state: ClassVar[tuple[str, ...]] = ()
 
+    def add_param(self, name: str, shape: Sequence[int], init: Init = "zeros") -> Parameter:
+        """Declare a trained array of ``shape`` (call it in ``__init__``) and return its
+        ``Parameter``, also appended to ``params``: the model creates its ``value`` when it
+        builds the layer. ``init``: an initialiser name (``"glorot_uniform"``, ``"he_normal"``,
+        ``"zeros"``, ...: see ``polynn.backends.host.INITIALIZERS``; fans counted from the
+        shape as ``fans`` says), a number, or a function ``init(shape, rng)`` of the shape and
+        the model's ``numpy.random.Generator`` (so one seed gives the same values on every
+        backend)."""
+        param = self._declare(name, shape, init, "param")
+        self.params = (*self.params, param)
+        return param
+
+    def add_buffer(self, name: str, shape: Sequence[int], init: Init = "zeros") -> Parameter:
+        """Declare an array the layer keeps but training does not optimise (a running
+        statistic), saved with the model; as ``add_param`` otherwise."""
+        buffer = self._declare(name, shape, init, "buffer")
+        self.buffers = (*self.buffers, buffer)
+        return buffer
+
+    def _declare(self, name: str, shape: Sequence[int], init: Init, kind: str) -> Parameter:
+        if self.built:
+            raise PolynnValueError(
+                f"{type(self).__name__}.add_{kind}({name!r}, ...) was called after the model "
+                f"built the layer; declare its arrays in __init__."
+            )
+        if not isinstance(name, str) or not name:
+            raise PolynnTypeError(f"add_{kind} needs a name (a non-empty str); got {name!r}.")
+        if isinstance(shape, int):
+            shape = (shape,)
+        shape = tuple(integer(n, f"the shape of {kind} {name!r}", 1) for n in shape)
+        param = Parameter(None, name)
+        declared = self.__dict__.setdefault("_declared", [])
+        declared.append((param, shape, check_init(init, f"{kind} {name!r}"), kind))
+        return param
+
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
-        """Create the parameters on ``backend`` in ``dtype`` (``init`` is a hint for weights)."""
+        """Create the parameters on ``backend`` in ``dtype`` (``init`` is a hint for weights):
+        the base class creates those declared with ``add_param`` and ``add_buffer``."""
         self.xp = backend.xp
         self.dtype, self.device = dtype, backend.device
         if self.compute_dtype is None:
             self.compute_dtype = dtype
+        for param, shape, how, kind in self.__dict__.get("_declared", ()):
+            what = f"{kind} {param.name!r} of {type(self).__name__}"
+            param.value = backend.from_numpy(rng.initial(how, shape, *fans(shape), what), dtype)
         self.built = True
+
+    @property
+    def trainable_params(self) -> list[Parameter]:
+        """The parameters an optimizer updates: ``params``, or none for a frozen layer."""
+        return list(self.params) if self.trainable else []
 
     def constant(self, value: float) -> Any:
         """``value`` as a 0-d array of the layer's dtype on its device, made once (for custom
@@ -134,12 +243,17 @@ class Layer:
         raise NotImplementedError
 
     def param_shapes(self) -> list[tuple[int, ...]]:
-        """The shapes of the parameters ``build`` creates (known before building it)."""
-        return []
+        """The shapes of the parameters ``build`` creates (known before building it: files
+        are checked against them). The default: those declared with ``add_param``; a layer
+        that creates its parameters in ``build`` itself overrides this."""
+        declared = self.__dict__.get("_declared", ())
+        return [shape for _, shape, _, kind in declared if kind == "param"]
 
     def buffer_shapes(self) -> list[tuple[int, ...]]:
-        """The shapes of the ``buffers`` ``build`` creates (known before building it)."""
-        return []
+        """The shapes of the ``buffers`` ``build`` creates (known before building it); by
+        default those declared with ``add_buffer``."""
+        declared = self.__dict__.get("_declared", ())
+        return [shape for _, shape, _, kind in declared if kind == "buffer"]
 
     def input_shape(self) -> Shape | None:
         """The shape of the rows this layer takes when it comes first in a model, or None
@@ -173,41 +287,51 @@ class Layer:
 class Dense(Layer):
     """Fully connected layer: ``y = x @ W + b`` with ``W`` of shape (in, out), ``b`` (out,).
 
-    ``init`` is ``"glorot_uniform"``, ``"he_normal"`` or ``None``: Glorot before sigmoid,
-    tanh and the rest, He before the ReLU family. Its ``forward`` is this layer alone; in a
-    model, an activation right after it runs with it (``Fused``), the bias add and the
-    activation in one kernel, or in the matrix product's epilogue, where the backend has one.
+    ``init`` is how ``W`` starts: ``None`` (Glorot-uniform before sigmoid, tanh and the
+    rest, He-normal before the ReLU family), an initialiser name (``"glorot_uniform"``,
+    ``"glorot_normal"``, ``"he_uniform"``, ``"he_normal"``, ``"lecun_normal"``,
+    ``"orthogonal"``, ``"zeros"``, ``"ones"``), a number, or a function ``init(shape, rng)``
+    (see ``Layer.add_param``); ``bias_init`` likewise for ``b`` (``"zeros"``, ``"ones"``, a
+    number or a function). A function is not saved in files (the weights are). Its
+    ``forward`` is this layer alone; in a model, an activation right after it runs with it
+    (``Fused``), the bias add and the activation in one kernel, or in the matrix product's
+    epilogue, where the backend has one.
     """
 
     compilable = True
-
-    INITS = ("glorot_uniform", "he_normal")
     takes_activation = True
 
-    def __init__(self, in_features: int, out_features: int, *, init: str | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        init: Init | None = None,
+        bias_init: Init = "zeros",
+    ) -> None:
         self.in_features = integer(in_features, "Dense in_features", 1)
         self.out_features = integer(out_features, "Dense out_features", 1)
-        if init is not None and init not in self.INITS:
-            raise PolynnValueError(f"unknown init {init!r}; valid names are {list(self.INITS)}.")
-        self.init_name = init
+        self.init_name = None if init is None else check_init(init, "Dense init")
+        self.bias_init = check_init(bias_init, "Dense bias_init", BIAS_INITS)
         #: False for a network's first layer: its input gradient is never used.
         self.need_input_grad = True
 
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         super().build(backend, dtype, rng, init)
-        draw = getattr(rng, self.init_name or init)
-        size = self.in_features * self.out_features * 8  # drawn in float64 on the host
+        n, m = self.in_features, self.out_features
+        size = n * m * 8  # drawn in float64 on the host
         too_big = PolynnValueError(
             f"{self!r} asks for {size:,} bytes for its weights (drawn in float64); that does "
             "not fit in memory here."
         )
         if size > sys.maxsize:
             raise too_big
+        how = self.init_name or init
         try:
-            W = backend.from_numpy(draw(self.in_features, self.out_features), dtype)
+            W = backend.from_numpy(rng.initial(how, (n, m), n, m, f"W of {self!r}"), dtype)
         except MemoryError:
             raise too_big from None
-        b = backend.from_numpy(rng.zeros(self.out_features), dtype)
+        b = backend.from_numpy(rng.initial(self.bias_init, (m,), m, m, f"b of {self!r}"), dtype)
         self.W, self.b = Parameter(W, "W"), Parameter(b, "b")
         self.params = (self.W, self.b)
         self._dense, self._dense_backward = backend.kernels.dense, backend.kernels.dense_backward
@@ -239,9 +363,11 @@ class Dense(Layer):
         )
 
     def get_config(self) -> dict[str, Any]:
-        config = {"in_features": self.in_features, "out_features": self.out_features}
-        if self.init_name is not None:
-            config["init"] = self.init_name
+        config: dict[str, Any] = {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+        }
+        config.update(savable_inits(init=self.init_name, bias_init=self.bias_init))
         return config
 
 
@@ -438,6 +564,26 @@ def check_stack(layers: tuple[Layer, ...]) -> tuple[Shape | None, Shape | None]:
             "(or copy the model with net.to(...) or pickle)."
         )
     return entry, out
+
+
+def check_built(layer: Layer) -> None:
+    """Refuse a built layer whose ``param_shapes`` or ``buffer_shapes`` do not describe the
+    arrays it created (``save`` asks): files are checked against them when they are read,
+    before anything is built."""
+    for kind, arrays, declared in (
+        ("param", layer.params, layer.param_shapes()),
+        ("buffer", layer.buffers, layer.buffer_shapes()),
+    ):
+        made = [tuple(a.value.shape) for a in arrays]
+        said = [tuple(shape) for shape in declared]
+        if made != said:
+            raise PolynnValueError(
+                f"{layer!r} created {kind}s of shapes {made}, but its {kind}_shapes() gives "
+                f"{said}, and pn.load checks a file against {kind}_shapes() before it builds "
+                f"a layer. "
+                f"Declare the arrays in __init__ with self.add_{kind}(name, shape, init) (then "
+                f"{kind}_shapes() needs no override), or make {kind}_shapes() return their shapes."
+            )
 
 
 def nested(layer: Layer) -> list[Layer]:

@@ -74,7 +74,9 @@ class BatchNorm(_Norm):
     During ``fit`` it uses the batch's mean and (biased) variance and updates the running
     statistics, ``running = (1 - momentum) * running + momentum * batch`` with the unbiased
     variance; ``predict``, ``evaluate`` and validation use the running statistics. They are
-    buffers (``net.buffers``), saved with the model and never seen by the optimizer.
+    buffers (``net.buffers``), saved with the model and never seen by the optimizer. A frozen
+    BatchNorm (``trainable = False``) normalises with its running statistics in ``fit`` too
+    and leaves them as they are (Keras's rule), so fine-tuning keeps what it learnt.
     """
 
     compilable = True
@@ -98,8 +100,8 @@ class BatchNorm(_Norm):
         xp = self.xp
         x = xp.astype(x, self.dtype, copy=False)  # a mixed-precision model's half type
         axes = tuple(range(x.ndim - 1))
-        self._batch = self.training
-        if not self.training:
+        self._batch = self.training and self.trainable
+        if not self._batch:
             self._inv = 1.0 / xp.sqrt(self.running_var.value + self.eps)
             self._xhat = (x - self.running_mean.value) * self._inv
             return self._finish(self._xhat)

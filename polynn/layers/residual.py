@@ -9,6 +9,7 @@ from polynn.backends.host import HostRNG
 from polynn.errors import PolynnValueError
 from polynn.layers.core import (
     Layer,
+    Parameter,
     Shape,
     check_layers,
     compatible,
@@ -27,8 +28,8 @@ class Residual(Layer):
     constructed and again when the model is, with an error naming both shapes.
 
     Its parameters are those of its layers, in order (``get_weights`` lists them in place);
-    ``training`` is passed down to them. An activation right after a ``Dense`` inside it
-    runs fused into it, as in a model.
+    ``training`` and ``trainable`` are passed down to them. An activation right after a
+    ``Dense`` inside it runs fused into it, as in a model.
     """
 
     compilable = True
@@ -43,6 +44,7 @@ class Residual(Layer):
                 f"they take; these take {describe(entry)} and give {describe(out)}."
             )
         self._training = False
+        self._trainable = True
 
     @property
     def training(self) -> bool:  # type: ignore[override]
@@ -53,6 +55,24 @@ class Residual(Layer):
         self._training = flag
         for layer in self.layers:
             layer.training = flag
+
+    @property
+    def trainable(self) -> bool:  # type: ignore[override]
+        """Setting it sets every layer inside too (as Keras does); while it is False, none of
+        them trains, whatever their own flag says."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, flag: bool) -> None:
+        self._trainable = flag
+        for layer in self.layers:
+            layer.trainable = flag
+
+    @property
+    def trainable_params(self) -> list[Parameter]:
+        if not self.trainable:
+            return []
+        return [p for layer in self.layers for p in layer.trainable_params]
 
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         super().build(backend, dtype, rng, init)
