@@ -11,12 +11,17 @@
 #     WHEEL_PYTHON_VERSION the Python version the wheels are for (default: 3.12)
 #     WHEEL_PACKAGES       the packages to download (default: array-api-compat
 #                          array-api-strict tqdm); add "==VERSION" to pin one.
+#     WHEEL_BINARY_PACKAGES compiled packages, fetched for CPython WHEEL_PYTHON_VERSION on
+#                          x86-64 Linux (default: "nvmath-python==1.0.0", cuBLASLt for the
+#                          CuPy backend, the version tried on the H200's image; its own
+#                          needs, cuda-bindings and cuda-core, are there with CuPy).
 # Only one version of each package is kept: older wheels of the same name are removed.
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
 PYVER="${WHEEL_PYTHON_VERSION:-3.12}"
 PACKAGES="${WHEEL_PACKAGES:-array-api-compat array-api-strict tqdm}"
+BINARY_PACKAGES="${WHEEL_BINARY_PACKAGES-nvmath-python==1.0.0}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -67,6 +72,17 @@ for pkg in $PACKAGES; do
             *) echo "fetch_wheels: $f is not a pure-Python wheel" >&2; exit 1 ;;
         esac
     done
+    replace_wheels "$stem" "$dest"
+done
+
+for pkg in $BINARY_PACKAGES; do
+    stem="$(wheel_stem "$pkg")"
+    dest="$TMP/$stem"
+    mkdir -p "$dest"
+    echo "fetch_wheels: downloading $pkg (CPython $PYVER, x86-64 Linux)"
+    "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: \
+        --python-version "$PYVER" --implementation cp --platform manylinux_2_28_x86_64 \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$dest" "$pkg"
     replace_wheels "$stem" "$dest"
 done
 

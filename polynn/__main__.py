@@ -23,6 +23,7 @@ LIBRARIES = [
     ("CuPy", ("cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x", "cupy")),
     ("PyTorch", ("torch",)),
     ("JAX", ("jax",)),
+    ("nvmath-python", ("nvmath-python",)),
     ("scikit-learn", ("scikit-learn",)),
 ]
 WIDTH = 18
@@ -58,7 +59,11 @@ def info_lines() -> list[str]:
         except Exception as exc:  # a broken install should not hide the other backends
             status = f"not usable: {type(exc).__name__}: {exc}"
         else:
-            status = f"usable (device {backend.device}; kernels: {backend.kernels.name})"
+            why = backend.compile_reason()
+            steps = f"compiled by {backend.compiler}" if why is None else f"eager: {why}"
+            status = (
+                f"usable (device {backend.device}; kernels: {backend.kernels.name}; steps: {steps})"
+            )
         lines.append(f"  {name:<{width}}{status}")
     gpus, source = visible_gpus()
     lines += ["", f"GPUs ({source}):" if gpus else "GPUs:"]

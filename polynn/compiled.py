@@ -12,8 +12,9 @@ immutable, passes in and out of the compiled function; a CUDA graph updates them
 optimizer declare that their passes are free of host synchronisation (``compilable``; a class
 of your own declares it once its ``forward``/``backward`` (or ``value_and_grad``, or
 ``update``) read nothing back to the host); ``compile=True`` insists (an error says why not),
-``compile=False`` runs eagerly. The environment variable ``POLYNN_COMPILE`` (``auto``, ``1``,
-``0``) sets the default.
+``compile=False`` runs eagerly. The environment variable ``POLYNN_COMPILE`` sets the default:
+``auto``; ``0``, never; ``1``, as ``compile=True`` on every backend that compiles steps (and
+eagerly on those that have nothing to compile with): how the test suite runs compiled.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ __all__ = [
 ]
 
 ENV_VAR = "POLYNN_COMPILE"
-_SETTINGS = {"auto": "auto", "1": True, "true": True, "0": False, "false": False}
+_SETTINGS = {"auto": "auto", "1": "always", "true": "always", "0": False, "false": False}
 
 
 def mode(compile: bool | str | None) -> bool | str:
-    """``compile`` checked (True, False or "auto"); None reads ``POLYNN_COMPILE`` (else auto)."""
+    """``compile`` checked (True, False or "auto"); None reads ``POLYNN_COMPILE`` (else auto;
+    ``1`` gives "always": True where the backend compiles, False elsewhere)."""
     if compile is None:
         setting = os.environ.get(ENV_VAR, "auto").strip().lower()
         if setting not in _SETTINGS:

@@ -216,7 +216,7 @@ def test_layers_of_the_users_own_opt_in(backend):
             net.fit(np.zeros((4, 2)), np.zeros((4, 2)), compile=True, verbose=0)
 
 
-@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("1", True), ("0", False)])
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("1", "always"), ("0", False)])
 def test_the_environment_sets_the_default(monkeypatch, value, expected):
     from polynn import compiled
 

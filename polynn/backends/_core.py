@@ -40,6 +40,8 @@ class Backend:
     inplace = True
     #: What installs a half type the library lacks here (NumPy's and CuPy's bfloat16).
     half_install: dict[str, str] = {}
+    #: What compiles a training step on this backend ("jax.jit", "CUDA graphs"), if anything.
+    compiler: str | None = None
 
     def __init__(self, name: str, xp: Any, device: Any) -> None:
         self.name = name
@@ -97,7 +99,7 @@ class Backend:
     def compile_reason(self) -> str | None:
         """Why this backend compiles no training step, or None where it can
         (``polynn.compiled``)."""
-        return f"backend {self.name!r} runs every step eagerly: there is nothing to compile it"
+        return f"backend {self.name!r} has nothing that compiles a step"
 
     def compile_step(
         self,

@@ -107,6 +107,7 @@ class CupyBackend(Backend):
     """CuPy on a CUDA device. Arrays are created under ``cupy.cuda.Device(n)``."""
 
     half_install = {"bfloat16": 'install ml-dtypes with pip install "polynn[mixed]"'}
+    compiler = "CUDA graphs"
 
     def __init__(self, device: Any = None) -> None:
         cupy = _import(
@@ -235,6 +236,8 @@ def _cuda_index(device: Any, cupy: Any, count: int) -> int:
 class TorchBackend(Backend):
     """PyTorch tensors on the CPU or, with ``device="cuda"`` / ``"cuda:N"``, on a GPU."""
 
+    compiler = "CUDA graphs"
+
     def __init__(self, device: Any = None) -> None:
         torch = _import("torch", "torch", "pip install torch")
         xp = _import("array_api_compat.torch", "torch", "pip install array-api-compat")
@@ -288,7 +291,7 @@ class TorchBackend(Backend):
 
     def compile_reason(self) -> str | None:
         if self.device.type != "cuda":
-            return "PyTorch on the CPU runs every step eagerly (CUDA graphs need a CUDA device)"
+            return "PyTorch compiles a step as a CUDA graph on a CUDA device only"
         return None
 
     def compile_step(self, step: Any, slots: Any, objects: Any, prepare: Any) -> Any:
@@ -304,6 +307,7 @@ class JaxBackend(Backend):
     place."""
 
     inplace = False
+    compiler = "jax.jit"
     PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 
     def __init__(self, device: Any = None) -> None:
