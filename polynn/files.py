@@ -333,7 +333,7 @@ def _optimizer(
         for keys in spec["state"]
         if keys is not None
     ]
-    optimizer.bind(net.params, net.backend)  # the device's rate and count from the file's
+    optimizer.bind(bound, net.backend)  # the device's rate and count from the file's
     return optimizer
 
 

@@ -67,7 +67,7 @@ def test_loading_a_mixed_precision_file_warns_once(backend, tmp_path):
 
 
 def test_bfloat16_without_ml_dtypes_names_the_extra(monkeypatch):
-    monkeypatch.setattr(_libraries, "_ml_dtypes_bfloat16", lambda: None)
+    monkeypatch.setattr(_libraries, "bfloat16", lambda: None)
     with pytest.raises(pn.PolynnValueError, match=r'pip install "polynn\[mixed\]"'):
         pn.Sequential(pn.Dense(2, 1), dtype="mixed_bfloat16")
 
