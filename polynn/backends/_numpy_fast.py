@@ -8,6 +8,10 @@ standard's signature (``axis=None`` by default, where the ufunc's is 0) and pass
 on by position: a ``functools.partial`` would copy its keyword arguments into a new dict at
 every call that names ``axis``. ``np.astype`` is likewise a Python function around the
 ``ndarray.astype`` method. Everything else is NumPy's, unchanged.
+
+``NumpyKernels`` adds NumPy's own routes for a few primitives of the kernel seam: a strided
+view for the windows of images, in-place strided additions for their gradient, and a sort
+with ``np.add.reduceat`` for sums by index.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import types
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
-from polynn.kernels import Kernels
+from polynn.kernels import Kernels, Pads, Pair
 
 _add_reduce = np.add.reduce
 _maximum_reduce = np.maximum.reduce
@@ -41,13 +46,85 @@ def _bias_grad(grad: Any) -> Any:
     return _add_reduce(grad, 0)
 
 
+def _windows(x: Any, size: Pair, stride: Pair, pads: Pads) -> Any:
+    """``Kernels.windows``: the padded input copied once, through a strided view of shape
+    (rows, out_h, out_w, kh, kw, channels), instead of joining kh * kw slices."""
+    top, bottom, left, right = pads
+    if any(pads):
+        n, h, w, c = x.shape
+        padded = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
+        padded[:, top : top + h, left : left + w, :] = x
+        x = padded
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw) = size, stride
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    s0, s1, s2, s3 = x.strides
+    view = as_strided(
+        x, (n, oh, ow, kh, kw, c), (s0, s1 * sh, s2 * sw, s1, s2, s3), writeable=False
+    )
+    return view.reshape(n, oh, ow, kh * kw * c)
+
+
+def _windows_grad(grad: Any, shape: tuple[int, ...], size: Pair, stride: Pair, pads: Pads) -> Any:
+    """``Kernels.windows_grad``: each tap's gradient added in place into a strided slice of
+    one padded image (kh * kw additions, whatever the image size)."""
+    n, h, w, c = shape
+    top, bottom, left, right = pads
+    (kh, kw), (sh, sw) = size, stride
+    _, oh, ow, _ = grad.shape
+    out = np.zeros((n, h + top + bottom, w + left + right, c), dtype=grad.dtype)
+    taps = grad.reshape(n, oh, ow, kh, kw, c)
+    lh, lw = sh * (oh - 1) + 1, sw * (ow - 1) + 1
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i : i + lh : sh, j : j + lw : sw, :] += taps[:, :, :, i, j, :]
+    return out[:, top : top + h, left : left + w, :]
+
+
+def _conv_input_grad(grad: Any, W: Any, shape: tuple[int, ...], stride: Pair, pads: Pads) -> Any:
+    """``Kernels.conv_input_grad``: each tap's gradient as its own matrix product with its
+    (in, out) slice of ``W``, added in place into a strided slice of one padded image. The
+    taps' products come out contiguous, so the additions run along whole image rows
+    (a 64x8x8x16 3x3 layer: 0.39 ms against 0.67 ms for one product and ``_windows_grad``,
+    whose reads of each tap are strided)."""
+    n, h, w, c = shape
+    top, bottom, left, right = pads
+    kh, kw, _, cout = W.shape
+    (sh, sw), (_, oh, ow, _) = stride, grad.shape
+    g = grad.reshape(n * oh * ow, cout)
+    out = np.zeros((n, h + top + bottom, w + left + right, c), dtype=grad.dtype)
+    lh, lw = sh * (oh - 1) + 1, sw * (ow - 1) + 1
+    for i in range(kh):
+        for j in range(kw):
+            tap = (g @ W[i, j].T).reshape(n, oh, ow, c)
+            out[:, i : i + lh : sh, j : j + lw : sw, :] += tap
+    return out[:, top : top + h, left : left + w, :]
+
+
+def _scatter_add(index: Any, values: Any, rows: int) -> Any:
+    """``Kernels.scatter_add``: the values sorted by index and each run summed by
+    ``np.add.reduceat`` (faster than ``np.add.at`` on every size measured)."""
+    order = np.argsort(index, kind="stable")
+    keys = index[order]
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    out = np.zeros((rows, *values.shape[1:]), dtype=values.dtype)
+    out[keys[starts]] = np.add.reduceat(values[order], starts, axis=0)
+    return out
+
+
 class NumpyKernels(Kernels):
     """The array API defaults, with the bias gradient as one ``np.add.reduce`` call: a
     Python frame less per Dense layer and step than ``xp.sum(grad, axis=0)`` through the
-    seam (1.3 k fewer instructions per XOR step, ``benchmarks/instructions.py``)."""
+    seam (1.3 k fewer instructions per XOR step, ``benchmarks/instructions.py``); the
+    windows of images through a strided view, a convolution's input gradient tap by tap,
+    and sums by index through a sort."""
 
     name = "array API, NumPy bias sum"
     bias_grad = staticmethod(_bias_grad)
+    windows = staticmethod(_windows)
+    windows_grad = staticmethod(_windows_grad)
+    conv_input_grad = staticmethod(_conv_input_grad)
+    scatter_add = staticmethod(_scatter_add)
 
 
 def namespace() -> types.ModuleType:

@@ -85,6 +85,10 @@ class HostRNG:
     def he_normal(self, fan_in: int, fan_out: int) -> np.ndarray:
         return self._rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
 
+    def normal(self, *shape: int) -> np.ndarray:
+        """Standard normal draws (an ``Embedding``'s table, as PyTorch starts it)."""
+        return self._rng.standard_normal(shape)
+
     def zeros(self, *shape: int) -> np.ndarray:
         return np.zeros(shape)
 
