@@ -62,7 +62,8 @@ def ids(net: Sequential, X: Any) -> Any:
     X = net.backend.asarray(X, name="X")
     if not xp.isdtype(X.dtype, "integral"):
         raise PolynnTypeError(
-            f"X must hold integer ids for the first layer, {first!r}; got data of {X.dtype}: "
+            f"X must hold integer ids for the first layer, {first!r}; got data of "
+            f"{str(X.dtype).rsplit('.', 1)[-1]}: "
             "pass X.astype(int) if its values are whole numbers."
         )
     if X.ndim != len(net.input_shape) + 1 or not compatible(tuple(X.shape[1:]), net.input_shape):
