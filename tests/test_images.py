@@ -204,7 +204,8 @@ def test_images_of_any_size_enter_a_conv_model(backend):
     [
         ((pn.Conv2D(2, 4, 3), pn.Dense(4, 2)),
          r"expects 4 inputs.*rows of shape \(height, width, 4\).*Flatten"),
-        ((pn.Dense(6, 6), pn.Conv2D(1, 2, 3)), r"takes rows of shape \(height, width, 1\).*Reshape"),
+        ((pn.Dense(6, 6), pn.Conv2D(1, 2, 3)),
+         r"takes rows of shape \(height, width, 1\).*Reshape"),
         ((pn.Reshape((2, 3, 1)), pn.Conv2D(1, 2, 3)),
          r"at least 3x3 \(with its padding\); .*\(2, 3, 1\)"),
         ((pn.Reshape((3, 3, 2)), pn.Conv2D(3, 2, 2)), r"takes rows of shape \(height, width, 3\)"),
