@@ -1,11 +1,12 @@
 """Two-dimensional convolution and pooling on images of shape (rows, height, width, channels).
 
-Channels last, as ``Conv1D``. Every layer here reads its input through the sliding windows
-of the kernel seam (``Kernels.windows``: shape (rows, out_h, out_w, kh * kw * channels)) and
-sends its gradient back through ``Kernels.windows_grad`` (a convolution: through
-``Kernels.conv_input_grad``): a convolution is one matrix product of the windows with the
-weights reshaped to (kh * kw * in, out), a pool a maximum or mean over each window. The array
-API default joins strided slices; NumPy copies a strided view once.
+Channels last, as ``Conv1D``. A convolution is one matrix product of the input's sliding
+windows (``Kernels.windows`` of the kernel seam: shape (rows, out_h, out_w, kh * kw *
+channels), the array API default joining strided slices, NumPy copying a strided view once)
+with the weights reshaped to (kh * kw * in, out); its input gradient is
+``Kernels.conv_input_grad``. A pool reduces the strided slices of the input at each position
+of its windows (views, nothing copied), and spreads its gradient back through
+``Kernels.windows_grad``.
 """
 
 from __future__ import annotations
@@ -178,7 +179,9 @@ class Conv2D(Layer):
 
 class _Pool2D(Layer):
     """A reduction over each window of ``pool_size``, ``stride`` apart (``pool_size`` by
-    default), per channel, on images of shape (rows, height, width, channels); no padding."""
+    default), per channel, on images of shape (rows, height, width, channels); no padding.
+    The values at each position of the windows are one strided slice of the input (a view:
+    nothing is copied); the gradient goes back through ``Kernels.windows_grad``."""
 
     def __init__(self, pool_size: int | Pair, stride: int | Pair | None = None) -> None:
         kind = type(self).__name__
@@ -187,7 +190,7 @@ class _Pool2D(Layer):
 
     def build(self, backend: Backend, dtype: Any, rng: HostRNG, init: str) -> None:
         super().build(backend, dtype, rng, init)
-        self._windows, self._windows_grad = backend.kernels.windows, backend.kernels.windows_grad
+        self._windows_grad = backend.kernels.windows_grad
 
     def input_shape(self) -> Shape:
         return (None, None, None)
@@ -202,25 +205,25 @@ class _Pool2D(Layer):
             raise _too_small(self, self.pool_size, f"the layer before it gives {describe(shape)}")
         return (oh, ow, shape[2])
 
-    def _window_values(self, x: Any) -> Any:
-        """The windows of ``x``, shape (rows, out_h, out_w, pool_h * pool_w, channels)."""
+    def _taps(self, x: Any) -> list[Any]:
+        """``x[:, sh r + i, sw s + j, :]`` over the outputs (r, s), one (rows, out_h, out_w,
+        channels) slice for each position (i, j) of the window, in row-major order."""
         if x.ndim != 4:
             raise PolynnValueError(
                 f"{self!r} takes images of shape (rows, height, width, channels); got input of "
                 f"shape {tuple(x.shape)}."
             )
+        (ph, pw), (sh, sw) = self.pool_size, self.stride
         n, h, w, c = x.shape
-        if h < self.pool_size[0] or w < self.pool_size[1]:
+        if h < ph or w < pw:
             raise _too_small(self, self.pool_size, f"got input of shape {tuple(x.shape)}")
         self._shape = (n, h, w, c)
-        cols = self._windows(x, self.pool_size, self.stride, (0, 0, 0, 0))
-        size = self.pool_size[0] * self.pool_size[1]
-        return self.xp.reshape(cols, (*cols.shape[:3], size, c))
+        lh, lw = sh * (out_size(h, ph, sh) - 1) + 1, sw * (out_size(w, pw, sw) - 1) + 1
+        return [x[:, i : i + lh : sh, j : j + lw : sw, :] for i in range(ph) for j in range(pw)]
 
-    def _spread(self, dwin: Any) -> Any:
-        """The input gradient from the gradient of the windows (as ``_window_values`` gives)."""
-        n, oh, ow, size, c = dwin.shape
-        dcols = self.xp.reshape(dwin, (n, oh, ow, size * c))
+    def _spread(self, parts: list[Any]) -> Any:
+        """The input gradient from the gradient at each position of the windows."""
+        dcols = parts[0] if len(parts) == 1 else self.xp.concat(parts, axis=3)
         return self._windows_grad(dcols, self._shape, self.pool_size, self.stride, (0, 0, 0, 0))
 
     def get_config(self) -> dict[str, Any]:
@@ -234,24 +237,23 @@ class MaxPool2D(_Pool2D):
     window in row-major order, as in PyTorch."""
 
     def forward(self, x: Any) -> Any:
-        xp = self.xp
-        self._win = win = self._window_values(x)
-        y = win[:, :, :, 0, :]
-        for p in range(1, win.shape[3]):  # (faster than a max over a middle axis on NumPy)
-            y = xp.maximum(y, win[:, :, :, p, :])
+        self._window = taps = self._taps(x)
+        y = taps[0]
+        for tap in taps[1:]:
+            y = self.xp.maximum(y, tap)
         self._y = y
         return y
 
     def backward(self, grad: Any) -> Any:
-        xp, win = self.xp, self._win
+        xp = self.xp
         free = xp.ones(tuple(grad.shape), dtype=xp.bool, device=self.device)
         parts = []
-        for p in range(win.shape[3]):  # the first position holding the maximum takes it
-            hit = xp.logical_and(win[:, :, :, p, :] == self._y, free)
+        for tap in self._window:  # the first position holding the maximum takes it
+            hit = xp.logical_and(tap == self._y, free)
             free = xp.logical_and(free, xp.logical_not(hit))
             parts.append(grad * xp.astype(hit, grad.dtype))
-        self._win = self._y = None
-        return self._spread(xp.stack(parts, axis=3))
+        self._window = []
+        return self._spread(parts)
 
 
 class AveragePool2D(_Pool2D):
@@ -260,13 +262,15 @@ class AveragePool2D(_Pool2D):
     height, width, channels); no padding."""
 
     def forward(self, x: Any) -> Any:
-        return self.xp.mean(self._window_values(x), axis=3)
+        taps = self._taps(x)
+        total = taps[0]
+        for tap in taps[1:]:
+            total = total + tap
+        return total / len(taps)
 
     def backward(self, grad: Any) -> Any:
-        xp = self.xp
-        size = self.pool_size[0] * self.pool_size[1]
-        ones = xp.ones((1, 1, 1, size, 1), dtype=grad.dtype, device=self.device)
-        return self._spread(xp.expand_dims(grad / size, axis=3) * ones)
+        share = grad / (self.pool_size[0] * self.pool_size[1])
+        return self._spread([share] * (self.pool_size[0] * self.pool_size[1]))
 
 
 class GlobalAveragePool2D(Layer):
