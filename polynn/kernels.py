@@ -300,8 +300,8 @@ class Kernels:
         a segmented prefix sum (log2(len(index)) doubling steps, each adding the partial sum
         ``step`` places back where the index is the same) leaves each run's total at its
         last place, and ``searchsorted`` finds where each row's run ends. Its memory and work
-        grow with ``len(index)``, not with ``rows``; the sums are pairwise, as exact as a
-        backend's own scatter-add.
+        grow with ``len(index)`` (not with ``rows`` times it, as a one-hot matrix product's
+        would), and each row's sum is a tree of additions of its own values only.
         """
         xp = self.xp
         order = xp.argsort(index, stable=True)

@@ -20,7 +20,6 @@ from polynn.errors import PolynnTypeError, PolynnValueError
 __all__ = [
     "Activation",
     "Dense",
-    "axis_names",
     "Identity",
     "Layer",
     "LeakyReLU",
@@ -30,6 +29,7 @@ __all__ = [
     "Softmax",
     "Tanh",
     "Shape",
+    "axis_names",
     "check_stack",
     "compatible",
     "describe",
