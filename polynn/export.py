@@ -22,7 +22,7 @@ polynn's layers becomes:
 - ``Conv1D`` and ``MaxPool1D``: ``Conv`` (``W`` transposed to (out, in, kernel_size)) and
   ``MaxPool``, with their stride and padding, between two ``Transpose`` nodes, because ONNX
   puts the channels before the length and polynn after it;
-- ``GlobalAveragePool1D``: ``ReduceMean`` over axis 1 (the length).
+- ``GlobalAveragePool1D``: ``ReduceMean`` over axis 1 (the length);
 - ``Conv2D``, ``MaxPool2D`` and ``AveragePool2D``: ``Conv`` (``W`` transposed to (out, in,
   kh, kw); ``padding="same"`` as ``auto_pad="SAME_UPPER"``, the same rule), ``MaxPool`` and
   ``AveragePool`` between two ``Transpose`` nodes (ONNX puts the channels before the height
