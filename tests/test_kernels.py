@@ -205,10 +205,12 @@ def test_fast_optimizer_updates_equal_the_default(backend, name, dtype):
 
 
 # -- windows of images and sums by index --------------------------------------------------
-# (size, stride, pads, input shape): padding on every side or some, windows that do not
-# reach the last rows and columns.
+# (size, stride, pads, input shape): padding on every side or some (as wide as the kernel in
+# one), windows that do not reach the last rows and columns.
 WINDOWS = [
     ((3, 3), (1, 1), (1, 1, 1, 1), (2, 5, 6, 3)),
+    ((2, 4), (1, 1), (0, 1, 3, 0), (2, 4, 5, 2)),
+    ((2, 2), (1, 1), (2, 0, 0, 1), (1, 3, 4, 2)),
     ((2, 3), (2, 1), (1, 0, 2, 1), (2, 6, 5, 2)),
     ((3, 2), (3, 2), (0, 0, 0, 0), (1, 8, 7, 2)),
     ((1, 1), (1, 1), (0, 0, 0, 0), (3, 2, 2, 4)),
