@@ -32,6 +32,8 @@ EXAMPLES = [
     "xor.py --quick",
     "xor.py --tutorial",
     "digits.py --quick",
+    "digits_cnn.py --quick",
+    "tokens.py --quick",
     "mnist1d.py --quick",
     "mnist1d.py --quick --model cnn",
     "regression.py --quick",

@@ -9,18 +9,32 @@ from typing import TYPE_CHECKING, Any
 from polynn.backends import POLICIES
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.layers import compatible
+from polynn.layers.core import axis_names
 from polynn.losses import CrossEntropy, Loss
 
 if TYPE_CHECKING:
     from polynn.model import Sequential
 
-__all__ = ["inputs", "pairs", "weights"]
+__all__ = ["ids", "input_dtype", "inputs", "pairs", "takes_ids", "weights"]
+
+
+def takes_ids(net: Sequential) -> bool:
+    """Whether ``net``'s first layer takes integer ids (an ``Embedding``)."""
+    return net.layers[0].input_kind == "integral"
+
+
+def input_dtype(net: Sequential) -> Any:
+    """The dtype host data ``X`` is cast to before it moves: the model's, or None (kept as
+    it is) for a model that takes ids."""
+    return None if takes_ids(net) else net.dtype
 
 
 def inputs(net: Sequential, X: Any) -> Any:
     """``X`` as an array of ``net``'s backend in its compute dtype, of shape (rows, features)
     (or ``(rows, *net.input_shape)``): host data is checked and moved, finite values that do not
-    fit the dtype are refused."""
+    fit the dtype are refused. A model that takes ids keeps them integer (``ids``)."""
+    if takes_ids(net):
+        return ids(net, X)
     X = net.backend.asarray(X, dtype=net.dtype, name="X")
     shape = net.input_shape
     if shape is None:
@@ -40,13 +54,35 @@ def inputs(net: Sequential, X: Any) -> Any:
     return X
 
 
+def ids(net: Sequential, X: Any) -> Any:
+    """``X`` as integer ids for ``net``'s first layer, in the namespace's index dtype, each
+    checked by the layer's ``check_ids`` (once for the whole array: no check is left to the
+    training steps)."""
+    xp, first = net.backend.xp, net.layers[0]
+    X = net.backend.asarray(X, name="X")
+    if not xp.isdtype(X.dtype, "integral"):
+        raise PolynnTypeError(
+            f"X must hold integer ids for the first layer, {first!r}; got data of "
+            f"{str(X.dtype).rsplit('.', 1)[-1]}: "
+            "pass X.astype(int) if its values are whole numbers."
+        )
+    if X.ndim != len(net.input_shape) + 1 or not compatible(tuple(X.shape[1:]), net.input_shape):
+        raise PolynnValueError(_wrong_shape(net, tuple(X.shape)))
+    index = xp.__array_namespace_info__().default_dtypes(device=net.backend.device)["indexing"]
+    X = xp.astype(X, index, copy=False)
+    check = getattr(first, "check_ids", None)
+    if check is not None:
+        check(X)
+    return X
+
+
 def _wrong_shape(net: Sequential, got: tuple[int, ...]) -> str:
     """The message for inputs of shape ``got`` that ``net`` cannot take."""
     shape = net.input_shape
     if shape is None:
         return f"X has shape {got}, but the network takes rows of at least one axis: (rows, ...)."
     first = next(layer for layer in net.layers if layer.input_shape() is not None)
-    if len(shape) == 1:
+    if len(shape) == 1 and shape[0] is not None:
         hint = ""
         if len(got) == 1 and got[0] == shape[0]:
             hint = " (for one row, pass X.reshape(1, -1))"
@@ -56,7 +92,7 @@ def _wrong_shape(net: Sequential, got: tuple[int, ...]) -> str:
             f"X has shape {got}, but the first {type(first).__name__} layer expects "
             f"{shape[0]} features per row: shape (rows, {shape[0]}){hint}."
         )
-    dims = ", ".join("length" if n is None else str(n) for n in shape)
+    dims = ", ".join(axis_names(shape))
     return (
         f"X has shape {got}, but the first {type(first).__name__} layer expects rows of shape "
         f"({dims}): shape (rows, {dims})."

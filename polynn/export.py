@@ -22,7 +22,14 @@ polynn's layers becomes:
 - ``Conv1D`` and ``MaxPool1D``: ``Conv`` (``W`` transposed to (out, in, kernel_size)) and
   ``MaxPool``, with their stride and padding, between two ``Transpose`` nodes, because ONNX
   puts the channels before the length and polynn after it;
-- ``GlobalAveragePool1D``: ``ReduceMean`` over axis 1 (the length).
+- ``GlobalAveragePool1D``: ``ReduceMean`` over axis 1 (the length);
+- ``Conv2D``, ``MaxPool2D`` and ``AveragePool2D``: ``Conv`` (``W`` transposed to (out, in,
+  kh, kw); ``padding="same"`` as ``auto_pad="SAME_UPPER"``, the same rule), ``MaxPool`` and
+  ``AveragePool`` between two ``Transpose`` nodes (ONNX puts the channels before the height
+  and width); ``GlobalAveragePool2D``: ``ReduceMean`` over axes 1 and 2, the same value as
+  ``GlobalAveragePool`` without the transposes;
+- ``Embedding``: ``Gather`` of the rows of ``W``; the graph's input ``X`` then holds int64
+  ids.
 
 ONNX keeps float attributes in float32, which is exact for a float32 graph only: in a float64
 graph ``LeakyReLU`` (``Max(x, slope * x)``), ``ELU`` (``Where``, ``Exp``) and ``LayerNorm``
@@ -46,17 +53,22 @@ from polynn.errors import PolynnFileError, PolynnValueError
 from polynn.layers import (
     ELU,
     GELU,
+    AveragePool2D,
     BatchNorm,
     Conv1D,
+    Conv2D,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     GlobalAveragePool1D,
+    GlobalAveragePool2D,
     Identity,
     Layer,
     LayerNorm,
     LeakyReLU,
     MaxPool1D,
+    MaxPool2D,
     Parameter,
     ReLU,
     Reshape,
@@ -248,6 +260,43 @@ def _global_average_pool1d(g: Graph, layer: GlobalAveragePool1D, x: str) -> str:
     return g.op("ReduceMean", x, axes=[1], keepdims=0)
 
 
+def _channels_first(g: Graph, x: str, op_type: str, *inputs: str, **attributes: Any) -> str:
+    """``op_type`` (which takes (rows, channels, height, width)) on ``x`` of shape (rows,
+    height, width, channels), transposed there and back."""
+    y = g.op(op_type, g.op("Transpose", x, perm=[0, 3, 1, 2]), *inputs, **attributes)
+    return g.op("Transpose", y, perm=[0, 2, 3, 1])
+
+
+def _conv2d(g: Graph, layer: Conv2D, x: str) -> str:
+    W = g.array(layer.xp.permute_dims(layer.W.value, (3, 2, 0, 1)), "W")  # (out, in, kh, kw)
+    if layer.padding == "same":
+        padding: dict[str, Any] = {"auto_pad": "SAME_UPPER"}
+    else:
+        (ph, pw) = layer.padding
+        padding = {"pads": [ph, pw, ph, pw]}
+    return _channels_first(
+        g, x, "Conv", W, g.param(layer.b),
+        kernel_shape=list(layer.kernel_size), strides=list(layer.stride), **padding,
+    )  # fmt: skip
+
+
+def _pool2d(op_type: str) -> Callable[[Graph, Any, str], str]:
+    def build(g: Graph, layer: MaxPool2D | AveragePool2D, x: str) -> str:
+        return _channels_first(
+            g, x, op_type, kernel_shape=list(layer.pool_size), strides=list(layer.stride)
+        )
+
+    return build
+
+
+def _global_average_pool2d(g: Graph, layer: GlobalAveragePool2D, x: str) -> str:
+    return g.op("ReduceMean", x, axes=[1, 2], keepdims=0)
+
+
+def _embedding(g: Graph, layer: Embedding, x: str) -> str:
+    return g.op("Gather", g.param(layer.W), x, axis=0)
+
+
 #: The ONNX form of each of polynn's layer classes (exactly these classes: a subclass may
 #: compute something else).
 BUILDERS: dict[type[Layer], Callable[[Graph, Any, str], str]] = {
@@ -271,19 +320,26 @@ BUILDERS: dict[type[Layer], Callable[[Graph, Any, str], str]] = {
     Conv1D: _conv1d,
     MaxPool1D: _max_pool1d,
     GlobalAveragePool1D: _global_average_pool1d,
+    Conv2D: _conv2d,
+    MaxPool2D: _pool2d("MaxPool"),
+    AveragePool2D: _pool2d("AveragePool"),
+    GlobalAveragePool2D: _global_average_pool2d,
+    Embedding: _embedding,
 }
 
 
-def _value(g: Graph, name: str, shape: Shape | None) -> Any:
-    """The graph's input or output ``name``: (rows, *shape), a size of None left symbolic."""
+def _value(g: Graph, name: str, shape: Shape | None, elem: int | None = None) -> Any:
+    """The graph's input or output ``name``: (rows, *shape), a size of None left symbolic,
+    of ONNX element type ``elem`` (default: the graph's float type)."""
     dims = None
     if shape is not None:
         dims = ["rows", *(f"{name}_axis{i + 1}" if n is None else n for i, n in enumerate(shape))]
-    return g.helper.make_tensor_value_info(name, g.elem, dims)
+    return g.helper.make_tensor_value_info(name, g.elem if elem is None else elem, dims)
 
 
 def export_onnx(net: Sequential, path: str | os.PathLike) -> None:
-    """Write ``net``'s inference graph to ``path`` (atomically, as ``save`` writes)."""
+    """Write ``net``'s inference graph to ``path`` (atomically, as ``save`` writes). A
+    model that takes ids (an ``Embedding`` first) takes them as int64 in the graph."""
     onnx = _onnx()
     if net.input_shape is None:
         raise PolynnValueError(
@@ -292,13 +348,14 @@ def export_onnx(net: Sequential, path: str | os.PathLike) -> None:
             "put a layer that does (Dense, Conv1D, Reshape) first to export it."
         )
     g = Graph(onnx, net)
+    ids = onnx.TensorProto.INT64 if net.layers[0].input_kind == "integral" else None
     out = g.stack(net.layers, "X")
     for node in g.nodes:  # the last value is the graph's output "Y"
         node.output[:] = ["Y" if name == out else name for name in node.output]
     graph = g.helper.make_graph(
         g.nodes,
         "polynn",
-        [_value(g, "X", net.input_shape)],
+        [_value(g, "X", net.input_shape, ids)],
         [_value(g, "Y", net.output_shape)],
         g.initializers,
     )

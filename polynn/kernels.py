@@ -18,9 +18,6 @@ The primitives:
   the matrix products of a ``Dense`` (and of a ``Conv1D`` on its windows). ``act`` is an
   ``Act`` (or None): a Dense followed by an activation runs them together, which is where a
   backend puts the bias and the activation into the product's epilogue.
-- ``windows(x, size, stride, padding, count)`` and ``unwindows(...)``: a Conv1D's windows of
-  its (rows, length, channels) input, one row of ``size * channels`` values per window, and
-  the gradient of the input from the windows' gradients (the ``im2col`` of a convolution).
 - ``dropout(shape, key, step, ...)``: a Dropout's mask of training pass ``step`` (a 0-d
   device array) as the scale it multiplies by, from the counter-based hash of
   ``polynn.hashing``.
@@ -30,6 +27,12 @@ The primitives:
   given its gradient. The rates and step counts they read are ``Scalars``: 0-d arrays on the
   device, so that a step reads nothing back to the host and a compiled step (a CUDA graph,
   ``jax.jit``) sees new values without being made again.
+- ``windows(x, size, stride, pads)`` and ``windows_grad(grad, shape, size, stride, pads)``:
+  the sliding windows of images (the one matrix product of a ``Conv2D``, of a ``Conv1D`` as
+  an image one pixel wide, the 2-d pools) and the gradient spread back from them;
+  ``conv_input_grad(grad, W, shape, stride, pads)``: a convolution's input gradient.
+- ``scatter_add(index, values, rows)``: the rows of ``values`` summed by ``index``
+  (``Embedding``'s gradient, where ids repeat).
 """
 
 from __future__ import annotations
@@ -43,58 +46,14 @@ from polynn.hashing import Hash, word_dtype
 if TYPE_CHECKING:
     from polynn.layers import Parameter
 
-__all__ = [
-    "ACTIVATIONS",
-    "Act",
-    "Backward",
-    "Forward",
-    "Kernels",
-    "Scalars",
-    "out_length",
-    "pad",
-    "spread",
-    "taps",
-]
+__all__ = ["ACTIVATIONS", "Act", "Backward", "Forward", "Kernels", "Pads", "Pair", "Scalars"]
 
 Forward = Callable[[Any, Any], tuple[Any, Any]]
 Backward = Callable[[Any, Any], Any]
 
-
-def out_length(length: int, size: int, stride: int) -> int:
-    """The number of windows of ``size`` with ``stride`` in ``length`` positions."""
-    return (length - size) // stride + 1
-
-
-def taps(x: Any, size: int, stride: int, count: int) -> list[Any]:
-    """``x[:, k + stride * j, :]`` for ``j < count``, one array for each offset ``k < size``."""
-    last = stride * (count - 1) + 1
-    return [x[:, k : k + last : stride, :] for k in range(size)]
-
-
-def pad(xp: Any, device: Any, x: Any, before: int, after: int) -> Any:
-    """``x`` with ``before`` and ``after`` zero positions along the length axis."""
-    n, _, c = x.shape
-    parts = [xp.zeros((n, before, c), dtype=x.dtype, device=device)] if before else []
-    parts.append(x)
-    if after:
-        parts.append(xp.zeros((n, after, c), dtype=x.dtype, device=device))
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
-
-
-def spread(xp: Any, device: Any, grads: list[Any], stride: int, length: int) -> Any:
-    """The inverse of ``taps`` for gradients: each offset's gradient put back at the
-    positions it was read from, zeros elsewhere, summed over the offsets."""
-    n, count, c = grads[0].shape
-    last = stride * (count - 1) + 1
-    total = None
-    for k, g in enumerate(grads):
-        if stride > 1:  # j -> stride * j: interleave stride - 1 zero rows after each row
-            gaps = xp.zeros((n, count, stride - 1, c), dtype=g.dtype, device=device)
-            g = xp.concat([xp.expand_dims(g, axis=2), gaps], axis=2)
-            g = xp.reshape(g, (n, count * stride, c))[:, :last, :]
-        g = pad(xp, device, g, k, length - k - last)
-        total = g if total is None else total + g
-    return total
+#: Sizes along (height, width); pads of (top, bottom, left, right).
+Pair = tuple[int, int]
+Pads = tuple[int, int, int, int]
 
 
 class Act(NamedTuple):
@@ -281,31 +240,6 @@ class Kernels:
         W2 = Wv if Wv.ndim == 2 else xp.reshape(Wv, (-1, Wv.shape[-1]))
         dx = grad @ W2.T
         return dx if dx.dtype == Wv.dtype else xp.astype(dx, Wv.dtype)
-
-    # -- a Conv1D's windows --------------------------------------------------------------
-    def windows(self, x: Any, size: int, stride: int, padding: int, count: int) -> Any:
-        """The ``count`` windows of ``size`` positions, ``stride`` apart, of ``x`` (rows,
-        length, channels) zero-padded by ``padding`` at both ends: an array (rows * count,
-        size * channels), each window's positions one after another. Slices of the padded
-        input joined along the channels (no in-place scatter: immutable JAX too)."""
-        xp = self.xp
-        x = pad(xp, self.device, x, padding, padding)
-        cols = taps(x, size, stride, count)
-        cols = cols[0] if len(cols) == 1 else xp.concat(cols, axis=2)
-        return xp.reshape(cols, (x.shape[0] * count, size * x.shape[2]))
-
-    def unwindows(
-        self, cols: Any, size: int, stride: int, padding: int, count: int, length: int
-    ) -> Any:
-        """The gradient of ``windows``' input (rows, ``length``, channels) from the gradient
-        ``cols`` of its output: each window position's gradient added back where it was
-        read from."""
-        xp = self.xp
-        channels = cols.shape[1] // size
-        cols = xp.reshape(cols, (cols.shape[0] // count, count, size * channels))
-        parts = [cols[:, :, i * channels : (i + 1) * channels] for i in range(size)]
-        dx = spread(xp, self.device, parts, stride, length + 2 * padding)
-        return dx[:, padding : padding + length, :]
 
     # -- Dropout -----------------------------------------------------------------------------
     @functools.cache  # noqa: B019 (one Hash per Kernels, which lives as long as its backend)
@@ -494,3 +428,136 @@ class Kernels:
                 state["sum"] = xp.full_like(g, initial_accumulator)
             state["sum"] += g * g
             p.value -= lr * (g / (xp.sqrt(state["sum"]) + eps))
+
+    # -- sliding windows of images (Conv2D, MaxPool2D, AveragePool2D) ------------------------
+    def windows(self, x: Any, size: Pair, stride: Pair, pads: Pads) -> Any:
+        """The ``size`` (kh, kw) windows of ``x`` (rows, height, width, channels), zero-padded
+        by ``pads`` (top, bottom, left, right), ``stride`` (sh, sw) apart: an array of shape
+        (rows, out_h, out_w, kh * kw * channels), each window's values in (i, j, channel)
+        order, so that one matrix product with weights of shape (kh, kw, in, out) reshaped to
+        (kh * kw * in, out) is a convolution.
+
+        The default joins the kh * kw strided slices ("taps") of the padded input along the
+        channels; a backend may instead copy a strided view of the input once.
+        """
+        xp = self.xp
+        x = pad_image(xp, self.device, x, pads)
+        (kh, kw), (sh, sw) = size, stride
+        _, h, w, _ = x.shape
+        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        lh, lw = sh * (oh - 1) + 1, sw * (ow - 1) + 1
+        taps = [x[:, i : i + lh : sh, j : j + lw : sw, :] for i in range(kh) for j in range(kw)]
+        return taps[0] if len(taps) == 1 else xp.concat(taps, axis=3)
+
+    def windows_grad(
+        self, grad: Any, shape: tuple[int, ...], size: Pair, stride: Pair, pads: Pads
+    ) -> Any:
+        """The gradient with respect to ``windows``'s input of shape ``shape``, given ``grad``
+        with respect to its output: each window value's gradient added at the input position
+        it was read from (zero where it was padding, none where no window reached).
+
+        The default spreads each tap's gradient over a padded image (zeros between its rows
+        and columns for a stride, around it for its offset) and sums the taps, with
+        concatenation only (no writes into arrays, so it runs on JAX too).
+        """
+        xp = self.xp
+        n, h, w, c = shape
+        top, bottom, left, right = pads
+        (kh, kw), (sh, sw) = size, stride
+        _, oh, ow, _ = grad.shape
+        ph, pw = h + top + bottom, w + left + right
+        total = None
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            g = grad[..., k * c : (k + 1) * c]
+            g = _dilate(xp, self.device, g, 1, sh)  # (n, sh * (oh - 1) + 1, ow, c)
+            g = _dilate(xp, self.device, g, 2, sw)
+            after = (ph - i - g.shape[1], pw - j - g.shape[2])
+            g = pad_image(xp, self.device, g, (i, after[0], j, after[1]))
+            total = g if total is None else total + g
+        return total[:, top : top + h, left : left + w, :]
+
+    def conv_input_grad(
+        self, grad: Any, W: Any, shape: tuple[int, ...], stride: Pair, pads: Pads
+    ) -> Any:
+        """The gradient with respect to the input (of shape ``shape``) of the convolution
+        ``windows(x, size, stride, pads) @ reshape(W, (kh * kw * in, out))`` (``size`` is
+        ``W``'s first two axes), given ``grad`` with respect to its output, shape (rows,
+        out_h, out_w, out); in ``grad``'s dtype.
+
+        The default is one matrix product back to the windows and ``windows_grad``; a backend
+        may instead multiply each tap apart and add it in place.
+        """
+        xp = self.xp
+        kh, kw, cin, cout = W.shape
+        n, oh, ow, _ = grad.shape
+        g = xp.reshape(grad, (n * oh * ow, cout))
+        dcols = g @ xp.reshape(W, (kh * kw * cin, cout)).T
+        dcols = xp.reshape(xp.astype(dcols, grad.dtype, copy=False), (n, oh, ow, kh * kw * cin))
+        return self.windows_grad(dcols, shape, (kh, kw), stride, pads)
+
+    # -- sums by index (Embedding) ---------------------------------------------------------
+    def scatter_add(self, index: Any, values: Any, rows: int) -> Any:
+        """``out[r] = sum(values[k] for k where index[k] == r)`` for ``r < rows``: an array
+        of shape (rows, *values.shape[1:]); ``index`` holds integers in [0, rows).
+
+        The standard has no scatter, so the default sorts: the values are ordered by index,
+        a segmented prefix sum (log2(len(index)) doubling steps, each adding the partial sum
+        ``step`` places back where the index is the same) leaves each run's total at its
+        last place, and ``searchsorted`` finds where each row's run ends. Its memory and work
+        grow with ``len(index)`` (not with ``rows`` times it, as a one-hot matrix product's
+        would), and each row's sum is a tree of additions of its own values only.
+        """
+        xp = self.xp
+        order = xp.argsort(index, stable=True)
+        keys = xp.take(index, order)
+        acc = xp.take(values, order, axis=0)
+        n = keys.shape[0]
+        step = 1
+        while step < n:
+            same = keys[step:] == keys[:-step]
+            same = xp.reshape(same, (n - step,) + (1,) * (acc.ndim - 1))
+            shifted = xp.where(same, acc[:-step, ...], xp.zeros_like(acc[:-step, ...]))
+            acc = xp.concat([acc[:step, ...], acc[step:, ...] + shifted], axis=0)
+            step *= 2
+        wanted = xp.arange(rows, dtype=keys.dtype, device=self.device)
+        ends = xp.searchsorted(keys, wanted, side="right")
+        present = ends > xp.searchsorted(keys, wanted, side="left")
+        last = xp.take(acc, xp.where(present, ends - 1, xp.zeros_like(ends)), axis=0)
+        present = xp.reshape(present, (rows,) + (1,) * (acc.ndim - 1))
+        return xp.where(present, last, xp.zeros_like(last))
+
+
+def pad_image(xp: Any, device: Any, x: Any, pads: Pads) -> Any:
+    """``x`` (rows, height, width, channels) with ``pads`` (top, bottom, left, right) rows
+    and columns of zeros around each image."""
+    top, bottom, left, right = pads
+    return _pad(xp, device, _pad(xp, device, x, 1, top, bottom), 2, left, right)
+
+
+def _pad(xp: Any, device: Any, x: Any, axis: int, before: int, after: int) -> Any:
+    """``x`` with ``before`` and ``after`` zeros along ``axis``."""
+    if not (before or after):
+        return x
+    shape = tuple(x.shape)
+
+    def zeros(size: int) -> list[Any]:
+        if not size:
+            return []
+        return [xp.zeros(shape[:axis] + (size,) + shape[axis + 1 :], dtype=x.dtype, device=device)]
+
+    return xp.concat([*zeros(before), x, *zeros(after)], axis=axis)
+
+
+def _dilate(xp: Any, device: Any, g: Any, axis: int, stride: int) -> Any:
+    """``g`` with ``stride - 1`` zeros after each entry along ``axis`` but the last: entry
+    ``j`` moves to ``stride * j``."""
+    if stride == 1:
+        return g
+    shape = tuple(g.shape)
+    gaps = xp.zeros(shape[: axis + 1] + (stride - 1,) + shape[axis + 1 :], dtype=g.dtype,
+                    device=device)  # fmt: skip
+    g = xp.concat([xp.expand_dims(g, axis=axis + 1), gaps], axis=axis + 1)
+    g = xp.reshape(g, shape[:axis] + (shape[axis] * stride,) + shape[axis + 1 :])
+    keep = stride * (shape[axis] - 1) + 1
+    return g[(slice(None),) * axis + (slice(0, keep), ...)]

@@ -16,7 +16,7 @@ from polynn.backends import POLICIES, Backend, check_matmul_precision, dtype_nam
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
 from polynn.compiled import mode as compiled_mode
-from polynn.data import inputs, pairs, weights
+from polynn.data import input_dtype, inputs, pairs, weights
 from polynn.distributed import MPI, agreed
 from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
@@ -98,7 +98,7 @@ class Sequential:
                 if self.mixed:
                     layer.compute_dtype = self.compute_dtype
                 layer.build(self.backend, self.dtype, self._rng, init)
-        if hasattr(layers[0], "need_input_grad"):  # a first Dense or Conv1D
+        if hasattr(layers[0], "need_input_grad"):  # a first Dense or convolution
             layers[0].need_input_grad = False
         self._layers = fuse(layers)  # the layers that run: activations fused into Dense
         self.params: list[Parameter] = [p for layer in layers for p in layer.params]
@@ -207,7 +207,7 @@ class Sequential:
         xp = self.backend.xp
         with self.backend.context(self.matmul_precision), self._half_weights(), self._inference():
             if is_stream(X):
-                stream = streaming.inputs(X, self.backend, self.dtype)
+                stream = streaming.inputs(X, self.backend, input_dtype(self))
                 chunks = [run(self._layers, inputs(self, x)) for x in stream]
                 if not chunks:
                     raise PolynnValueError("the data stream gave no batches to predict.")
@@ -329,7 +329,7 @@ class Sequential:
                     if validation_data is not None:
                         validation = pairs(self, *validation_data, loss)
                     batches = StreamBatches(
-                        X, lambda x, y: pairs(self, x, y, loss), self.backend, self.dtype
+                        X, lambda x, y: pairs(self, x, y, loss), self.backend, input_dtype(self)
                     )
                     return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
                                        validation, callbacks, verbose, None, compile)  # fmt: skip
@@ -447,7 +447,7 @@ class Sequential:
         if stream:
             layers = layers_for(self._layers, loss)
             check = lambda x, y: pairs(self, x, y, loss)  # noqa: E731
-            batches = StreamBatches(X, check, self.backend, self.dtype)
+            batches = StreamBatches(X, check, self.backend, input_dtype(self))
             with self.backend.context(self.matmul_precision), self._half_weights():
                 with self._inference():
                     return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend)

@@ -15,18 +15,29 @@ FIT = {
 }  # fmt: skip
 FIT["bad-data"] = FIT["failing-step"] = FIT["unseeded"] = FIT["replicated"]
 FIT["replicated-dropout"], FIT["sharded-dropout"] = FIT["replicated"], FIT["sharded"]
+FIT["replicated-images"] = FIT["replicated-tokens"] = FIT["replicated"]
 
 
-def data():
+def data(mode=""):
+    """Rows of 4 features (2x2 images for "-images"), or of 4 ids in [0, 7) for "-tokens"."""
     rng = np.random.default_rng(7)
     X = rng.normal(size=(ROWS, 4))
     y = rng.integers(0, 3, size=ROWS)
-    return X, y, rng.normal(size=(9, 4)), rng.integers(0, 3, size=9)
+    Xv, yv = rng.normal(size=(9, 4)), rng.integers(0, 3, size=9)
+    if mode.endswith("tokens"):
+        X, Xv = (np.floor(np.abs(a) * 3).astype(int) % 7 for a in (X, Xv))
+    return X, y, Xv, yv
 
 
 def network(backend, mode=""):
-    """The network of ``mode``: with a Dropout (nested in a Residual too) for "-dropout"."""
-    if mode.endswith("dropout"):
+    """The network of ``mode``: with a Dropout (nested in a Residual too) for "-dropout", a
+    Conv2D and 2-d pools for "-images", an Embedding for "-tokens"."""
+    if mode.endswith("images"):
+        layers = (pn.Reshape((2, 2, 1)), pn.Conv2D(1, 3, 2, padding="same"), pn.Tanh(),
+                  pn.MaxPool2D(2, stride=1), pn.Flatten(), pn.Dense(3, 3))  # fmt: skip
+    elif mode.endswith("tokens"):
+        layers = (pn.Embedding(7, 3), pn.GlobalAveragePool1D(), pn.Dense(3, 3))
+    elif mode.endswith("dropout"):
         layers = (pn.Dense(4, 6), pn.Tanh(), pn.Dropout(0.4),
                   pn.Residual(pn.Dense(6, 6), pn.Dropout(0.3)), pn.Dense(6, 3))  # fmt: skip
     else:

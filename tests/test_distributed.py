@@ -44,7 +44,7 @@ def launch(ranks, backend, mode, out):
 
 
 def single_process(backend, mode):
-    X, y, Xv, yv = data()
+    X, y, Xv, yv = data(mode)
     net = network(backend, mode)
     if mode.startswith("sharded"):  # the rows of each step, in the order the ranks hold them
         X, y = interleaved(X, 2, 3), interleaved(y, 2, 3)
@@ -64,11 +64,13 @@ def interleaved(a, ranks, local):
 
 @pytest.mark.parametrize(
     "ranks, mode",
-    [(2, "replicated"), (3, "replicated"), (3, "unseeded"), (3, "replicated-dropout")],
-)
+    [(2, "replicated"), (3, "replicated"), (3, "unseeded"), (3, "replicated-dropout"),
+     (2, "replicated-images"), (2, "replicated-tokens")],
+)  # fmt: skip
 def test_ranks_train_as_one_process_on_the_same_global_batches(backend, tmp_path, ranks, mode):
     """ "unseeded": the ranks' own shuffles differ; rank 0's batch order is everyone's.
-    "-dropout": each rank draws the Dropout masks of its rows of the global batch."""
+    "-dropout": each rank draws the Dropout masks of its rows of the global batch;
+    "-images" and "-tokens": Conv2D with 2-d pools, and an Embedding (integer inputs)."""
     reports = launch(ranks, backend, mode, tmp_path)
     net, history = single_process(backend, "replicated" if mode == "unseeded" else mode)
     for rank, report in enumerate(reports):
@@ -79,7 +81,7 @@ def test_ranks_train_as_one_process_on_the_same_global_batches(backend, tmp_path
             for i, want in enumerate(net.get_weights()):
                 np.testing.assert_allclose(got[f"arr_{i}"], want, rtol=1e-12, atol=1e-14)
     assert all(r["history"] == reports[0]["history"] for r in reports)
-    want = net.evaluate(*data()[2:], metrics=["accuracy"])
+    want = net.evaluate(*data(mode)[2:], metrics=["accuracy"])
     for report in reports:
         assert report["evaluate"] == pytest.approx(want, rel=1e-12)
 

@@ -202,6 +202,124 @@ def test_fast_optimizer_updates_equal_the_default(backend, name, dtype):
     np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype])
 
 
+# -- windows of images and sums by index --------------------------------------------------
+# (size, stride, pads, input shape): padding on every side or some (as wide as the kernel in
+# one), windows that do not reach the last rows and columns.
+WINDOWS = [
+    ((3, 3), (1, 1), (1, 1, 1, 1), (2, 5, 6, 3)),
+    ((2, 4), (1, 1), (0, 1, 3, 0), (2, 4, 5, 2)),
+    ((2, 2), (1, 1), (2, 0, 0, 1), (1, 3, 4, 2)),
+    ((2, 3), (2, 1), (1, 0, 2, 1), (2, 6, 5, 2)),
+    ((3, 2), (3, 2), (0, 0, 0, 0), (1, 8, 7, 2)),
+    ((1, 1), (1, 1), (0, 0, 0, 0), (3, 2, 2, 4)),
+]
+
+
+def windows_reference(x, size, stride, pads):
+    """Each output position's window, read one by one from the padded image."""
+    (kh, kw), (sh, sw), (top, bottom, left, right) = size, stride, pads
+    x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    out = np.zeros((x.shape[0], oh, ow, kh * kw * x.shape[3]))
+    for r in range(oh):
+        for c in range(ow):
+            window = x[:, r * sh : r * sh + kh, c * sw : c * sw + kw, :]
+            out[:, r, c, :] = window.reshape(x.shape[0], -1)
+    return out
+
+
+def windows_grad_reference(grad, shape, size, stride, pads):
+    """The adjoint of ``windows_reference``: each window's gradient added where it was read."""
+    (kh, kw), (sh, sw), (top, bottom, left, right) = size, stride, pads
+    n, h, w, c = shape
+    out = np.zeros((n, h + top + bottom, w + left + right, c))
+    for r in range(grad.shape[1]):
+        for col in range(grad.shape[2]):
+            window = grad[:, r, col, :].reshape(n, kh, kw, c)
+            out[:, r * sh : r * sh + kh, col * sw : col * sw + kw, :] += window
+    return out[:, top : top + h, left : left + w, :]
+
+
+def windows_data(shape, size, stride, pads, cout=3):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=shape)
+    cols = windows_reference(x, size, stride, pads)
+    grad = rng.normal(size=cols.shape)
+    W = rng.normal(size=(*size, shape[3], cout))
+    g_out = rng.normal(size=(*cols.shape[:3], cout))
+    return x, grad, W, g_out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", WINDOWS)
+def test_windows_match_the_reference(backend, case, dtype):
+    size, stride, pads, shape = case
+    x, grad, W, g_out = windows_data(shape, size, stride, pads)
+    k = backend.kernels
+    close(
+        k.windows(on(backend, x, dtype), size, stride, pads),
+        windows_reference(x, size, stride, pads),
+        dtype,
+        5.0,
+    )
+    want = windows_grad_reference(grad, shape, size, stride, pads)
+    got = k.windows_grad(on(backend, grad, dtype), shape, size, stride, pads)
+    close(got, want, dtype, scale=10.0)
+    dcols = (g_out.reshape(-1, W.shape[3]) @ W.reshape(-1, W.shape[3]).T).reshape(grad.shape)
+    want = windows_grad_reference(dcols, shape, size, stride, pads)
+    got = k.conv_input_grad(on(backend, g_out, dtype), on(backend, W, dtype), shape, stride, pads)
+    close(got, want, dtype, scale=30.0)
+
+
+def scatter_case(seed=7):
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, 9, size=40)
+    index[:5] = 3  # a run of one id; ids 9 and 10 of the 11 rows never appear
+    return index, rng.normal(size=(40, 2, 3)), 11
+
+
+def test_scatter_add_matches_the_reference(backend):
+    index, values, rows = scatter_case()
+    want = np.zeros((rows, 2, 3))
+    np.add.at(want, index, values)
+    got = backend.kernels.scatter_add(
+        backend.from_numpy(index), on(backend, values, "float64"), rows
+    )
+    close(got, want, "float64", scale=10.0)
+    one = backend.kernels.scatter_add(
+        backend.from_numpy(np.array([0])), on(backend, values[:1, 0], "float64"), 1
+    )
+    close(one, values[:1, 0], "float64")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", WINDOWS)
+def test_fast_windows_equal_the_default(backend, case, dtype):
+    fast = fast_or_skip(backend)
+    default = default_kernels(backend)
+    size, stride, pads, shape = case
+    x, grad, W, g_out = windows_data(shape, size, stride, pads)
+    for args in (
+        ("windows", on(backend, x, dtype), size, stride, pads),
+        ("windows_grad", on(backend, grad, dtype), shape, size, stride, pads),
+        ("conv_input_grad", on(backend, g_out, dtype), on(backend, W, dtype), shape, stride, pads),
+    ):
+        got, want = (getattr(k, args[0])(*args[1:]) for k in (fast, default))
+        assert got.dtype == want.dtype
+        close(got, pn.to_numpy(want), dtype, scale=30.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_scatter_add_equals_the_default(backend, dtype):
+    fast = fast_or_skip(backend)
+    index, values, rows = scatter_case(seed=8)
+    got, want = (
+        k.scatter_add(backend.from_numpy(index), on(backend, values, dtype), rows)
+        for k in (fast, default_kernels(backend))
+    )
+    close(got, pn.to_numpy(want), dtype, scale=10.0)
+
+
 # -- the kernels inside a model ------------------------------------------------------------
 def test_activations_after_a_dense_run_with_it(backend):
     net = pn.Sequential(

@@ -79,6 +79,23 @@ MODELS = {
     "global_average_pool1d": lambda: [
         pn.Reshape((2, 2)), pn.GlobalAveragePool1D(), pn.Dense(2, 3),
     ],
+    "conv2d": lambda: [
+        pn.Reshape((2, 2, 1)), pn.Conv2D(1, 3, (2, 3), stride=(1, 2), padding=(1, 2)),
+        pn.Flatten(), pn.Dense(18, 3),
+    ],
+    "conv2d_same": lambda: [
+        pn.Reshape((2, 2, 1)), pn.Conv2D(1, 2, (2, 3), stride=(2, 1), padding="same"),
+        pn.Flatten(), pn.Dense(4, 3),
+    ],
+    "max_pool2d": lambda: [
+        pn.Reshape((2, 2, 1)), pn.MaxPool2D((2, 1), stride=1), pn.Flatten(), pn.Dense(2, 3),
+    ],
+    "average_pool2d": lambda: [
+        pn.Reshape((2, 2, 1)), pn.AveragePool2D((1, 2)), pn.Flatten(), pn.Dense(2, 3),
+    ],
+    "global_average_pool2d": lambda: [
+        pn.Reshape((1, 2, 2)), pn.GlobalAveragePool2D(), pn.Dense(2, 3),
+    ],
 }  # fmt: skip
 
 
@@ -141,6 +158,39 @@ def test_an_mnist1d_style_cnn(backend, tmp_path):
     X = rng.normal(size=(32, 40))
     net.fit(X, rng.integers(0, 10, 32), loss="cross_entropy", batch_size=16, verbose=0)
     check(net, tmp_path / "m.onnx", X, "float32")
+
+
+def test_a_digits_style_cnn(backend, tmp_path):
+    """float32 only: onnxruntime's CPU Conv has no float64 kernel."""
+    net = pn.Sequential(
+        pn.Reshape((8, 8, 1)),
+        pn.Conv2D(1, 4, 3, padding="same"), pn.ReLU(),
+        pn.Conv2D(4, 6, 3, stride=2, padding=1), pn.ReLU(), pn.MaxPool2D(2),
+        pn.Flatten(), pn.Dense(24, 10),
+        backend=backend, dtype="float32", seed=0,
+    )  # fmt: skip
+    rng = np.random.default_rng(7)
+    X = rng.uniform(size=(16, 64))
+    net.fit(X, rng.integers(0, 10, 16), loss="cross_entropy", batch_size=8, verbose=0)
+    check(net, tmp_path / "m.onnx", X, "float32")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_an_embedding_takes_int64_ids(backend, tmp_path, dtype):
+    net = pn.Sequential(
+        pn.Embedding(12, 4), pn.GlobalAveragePool1D(), pn.Dense(4, 3),
+        backend=backend, dtype=dtype, seed=0,
+    )  # fmt: skip
+    rng = np.random.default_rng(8)
+    X = rng.integers(0, 12, size=(9, 5))
+    net.fit(X, rng.integers(0, 3, 9), loss="cross_entropy", optimizer=pn.Adam(0.01), epochs=2,
+            verbose=0)  # fmt: skip
+    runner = session(net, tmp_path / "m.onnx", dtype)
+    (x_info,) = runner.get_inputs()
+    assert x_info.type == "tensor(int64)" and x_info.shape == ["rows", "X_axis1"]
+    got = runner.run(None, {"X": X.astype(np.int64)})[0]
+    np.testing.assert_allclose(got, pn.to_numpy(net.predict(X)), rtol=TOLERANCE[dtype],
+                               atol=TOLERANCE[dtype])  # fmt: skip
 
 
 def test_sequences_of_any_length(backend, tmp_path):

@@ -11,7 +11,8 @@ order, so ``tests/test_kernels.py`` can check it against the default on the same
 - optimizer updates over the flat buffers of an arena (``_cupy_arena``): one kernel for all
   parameters (two for Adam: its bias corrections are computed on the device first), reading
   the rate and step count from the device;
-- a Conv1D's windows (``im2col``) and their gradient as one gather kernel each.
+- the windows of a convolution (``im2col``, Conv2D's and Conv1D's) and their gradient as
+  one gather kernel each.
 
 The half types of a mixed-precision model keep CuPy's ``ElementwiseKernel`` versions of the
 activations (computed in float, rounded once). Kernels are compiled with ``--fmad=false`` so
@@ -31,7 +32,7 @@ from polynn.backends import _cupy_gemm
 from polynn.backends._cupy_arena import Arena
 from polynn.backends._cupy_source import ACTIVATION_CODES, SOURCE, names
 from polynn.hashing import GOLDEN, lowbias32
-from polynn.kernels import Act, Backward, Forward, Kernels, Scalars
+from polynn.kernels import Act, Backward, Forward, Kernels, Pads, Pair, Scalars
 
 _OPTIONS = ("--fmad=false",)
 #: Rows of at most this many classes take the one-thread-a-row cross-entropy kernel.
@@ -157,34 +158,39 @@ def _elementwise(cupy: Any) -> dict[str, Any]:
         "T x", "T y", "x * x", "a + b", "y = a", "0", "polynn_sum_of_squares"
     )
     made["windows"] = kernel(
-        "raw T x, int64 length, int64 channels, int64 size, int64 count, int64 stride, "
-        "int64 padding",
+        "raw T x, int64 h, int64 w, int64 c, int64 kh, int64 kw, int64 oh, int64 ow, "
+        "int64 sh, int64 sw, int64 top, int64 left",
         "T cols",
         """
-        const long long c = i % channels, k = (i / channels) % size;
-        const long long j = (i / (channels * size)) % count, r = i / (channels * size * count);
-        const long long pos = j * stride + k - padding;
-        cols = (pos >= 0 && pos < length) ? x[(r * length + pos) * channels + c] : (T)0;
+        const long long ch = i % c, k = (i / c) % (kh * kw);
+        const long long s = (i / (c * kh * kw)) % ow, r = (i / (c * kh * kw * ow)) % oh;
+        const long long n = i / (c * kh * kw * ow * oh);
+        const long long y = r * sh + k / kw - top, z = s * sw + k % kw - left;
+        cols = (y >= 0 && y < h && z >= 0 && z < w) ? x[((n * h + y) * w + z) * c + ch] : (T)0;
         """,
         "windows",
     )
-    made["unwindows"] = kernel(
-        "raw T cols, int64 length, int64 channels, int64 size, int64 count, int64 stride, "
-        "int64 padding",
+    made["windows_grad"] = kernel(
+        "raw T cols, int64 h, int64 w, int64 c, int64 kh, int64 kw, int64 oh, int64 ow, "
+        "int64 sh, int64 sw, int64 top, int64 left",
         "T dx",
         """
-        const long long c = i % channels, pos = (i / channels) % length;
-        const long long r = i / (channels * length);
+        const long long ch = i % c, z = (i / c) % w, y = (i / (c * w)) % h;
+        const long long n = i / (c * w * h);
         T acc = 0;
-        for (long long k = 0; k < size; ++k) {
-            const long long q = pos + padding - k;
-            if (q < 0 || q % stride != 0) continue;
-            const long long j = q / stride;
-            if (j < count) acc = acc + cols[((r * count + j) * size + k) * channels + c];
+        for (long long ki = 0; ki < kh; ++ki) {
+            const long long a = y + top - ki;
+            if (a < 0 || a % sh != 0 || a / sh >= oh) continue;
+            for (long long kj = 0; kj < kw; ++kj) {
+                const long long b = z + left - kj;
+                if (b < 0 || b % sw != 0 || b / sw >= ow) continue;
+                const long long window = (n * oh + a / sh) * ow + b / sw;
+                acc = acc + cols[(window * kh * kw + ki * kw + kj) * c + ch];
+            }
         }
         dx = acc;
         """,
-        "unwindows",
+        "windows_grad",
     )
     return made
 
@@ -354,25 +360,45 @@ class CupyKernels(Kernels):
         finally:
             linalg.set_compute_type(grad.dtype, old)
 
-    # -- a Conv1D's windows -------------------------------------------------------------------
-    def windows(self, x: Any, size: int, stride: int, padding: int, count: int) -> Any:
-        n, length, channels = x.shape
-        cols = self._cupy.empty((n * count, size * channels), dtype=x.dtype)
+    # -- windows of images (Conv2D, and Conv1D as images one pixel wide) ---------------------
+    def windows(self, x: Any, size: Pair, stride: Pair, pads: Pads) -> Any:
+        """One gather kernel, the padding read as zeros (the default pads, slices and joins:
+        a dozen launches)."""
+        n, h, w, c = x.shape
+        (kh, kw), (sh, sw), (top, bottom, left, right) = size, stride, pads
+        oh, ow = (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1
+        cols = self._cupy.empty((n, oh, ow, kh * kw * c), dtype=x.dtype)
         _elementwise(self._cupy)["windows"](
-            self._cupy.ascontiguousarray(x), length, channels, size, count, stride, padding, cols
+            self._cupy.ascontiguousarray(x), h, w, c, kh, kw, oh, ow, sh, sw, top, left, cols
         )
         return cols
 
-    def unwindows(
-        self, cols: Any, size: int, stride: int, padding: int, count: int, length: int
+    def windows_grad(
+        self, grad: Any, shape: tuple[int, ...], size: Pair, stride: Pair, pads: Pads
     ) -> Any:
-        channels = cols.shape[1] // size
-        n = cols.shape[0] // count
-        dx = self._cupy.empty((n, length, channels), dtype=cols.dtype)
-        _elementwise(self._cupy)["unwindows"](
-            self._cupy.ascontiguousarray(cols), length, channels, size, count, stride, padding, dx
+        """One kernel: each input position gathers the gradients of the window values read
+        from it (no atomics, so the sums are in a fixed order)."""
+        n, h, w, c = shape
+        (kh, kw), (sh, sw), (top, _, left, _) = size, stride, pads
+        _, oh, ow, _ = grad.shape
+        dx = self._cupy.empty((n, h, w, c), dtype=grad.dtype)
+        _elementwise(self._cupy)["windows_grad"](
+            self._cupy.ascontiguousarray(grad), h, w, c, kh, kw, oh, ow, sh, sw, top, left, dx
         )
         return dx
+
+    def conv_input_grad(
+        self, grad: Any, W: Any, shape: tuple[int, ...], stride: Pair, pads: Pads
+    ) -> Any:
+        kh, kw, cin, cout = W.shape
+        n, oh, ow, _ = grad.shape
+        g = grad.reshape(n * oh * ow, cout)
+        W2 = W.reshape(kh * kw * cin, cout)
+        dcols = None if self.gemm is None else self.gemm.input_grad(g, W2)
+        if dcols is None:
+            dcols = g @ W2.T
+        dcols = dcols.astype(grad.dtype, copy=False).reshape(n, oh, ow, kh * kw * cin)
+        return self.windows_grad(dcols, shape, (kh, kw), stride, pads)
 
     # -- Dropout -----------------------------------------------------------------------------
     def dropout(

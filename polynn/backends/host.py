@@ -110,6 +110,10 @@ class HostRNG:
         q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
         return (q.T if wide else q).reshape(shape)
 
+    def normal(self, *shape: int) -> np.ndarray:
+        """Standard normal draws (an ``Embedding``'s table, as PyTorch starts it)."""
+        return self._rng.standard_normal(shape)
+
     def zeros(self, *shape: int) -> np.ndarray:
         return np.zeros(shape)
 

@@ -1,12 +1,12 @@
 """One-dimensional convolution and pooling on inputs of shape (rows, length, channels).
 
 Channels last, so a convolution is one matrix product of its input's windows with the weights
-reshaped to (kernel_size * in, out): the kernel seam's ``windows`` makes the (rows *
-out_length, kernel_size * in) array of windows (slices of the padded input, joined; one
+reshaped to (kernel_size * in, out): the kernel seam's ``windows`` makes the array of windows
+(the sequences seen as images one pixel wide; a strided view copied once on NumPy, one
 gather kernel on CuPy), ``dense`` multiplies it (with the bias, and the activation after the
-layer in a model), and ``unwindows`` adds each window's gradient back where it was read.
-Pooling uses the same slices (``taps``) and their inverse (``spread``), written with slicing
-and concatenation only, so it runs on every backend, immutable JAX included.
+layer in a model), and ``windows_grad`` adds each window's gradient back where it was read.
+Pooling uses slices of the input (``taps``) and their inverse (``spread``), written with
+slicing and concatenation only, so it runs on every backend, immutable JAX included.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from polynn._checks import integer
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
 from polynn.errors import PolynnValueError
-from polynn.kernels import Act, out_length, pad, spread, taps
+from polynn.kernels import Act
 from polynn.layers.core import (
     BIAS_INITS,
     Init,
@@ -31,6 +31,43 @@ from polynn.layers.core import (
 )
 
 __all__ = ["Conv1D", "GlobalAveragePool1D", "MaxPool1D", "out_length", "pad", "spread", "taps"]
+
+
+def out_length(length: int, size: int, stride: int) -> int:
+    """The number of windows of ``size`` with ``stride`` in ``length`` positions."""
+    return (length - size) // stride + 1
+
+
+def taps(x: Any, size: int, stride: int, count: int) -> list[Any]:
+    """``x[:, k + stride * j, :]`` for ``j < count``, one array for each offset ``k < size``."""
+    last = stride * (count - 1) + 1
+    return [x[:, k : k + last : stride, :] for k in range(size)]
+
+
+def pad(xp: Any, device: Any, x: Any, before: int, after: int) -> Any:
+    """``x`` with ``before`` and ``after`` zero positions along the length axis."""
+    n, _, c = x.shape
+    parts = [xp.zeros((n, before, c), dtype=x.dtype, device=device)] if before else []
+    parts.append(x)
+    if after:
+        parts.append(xp.zeros((n, after, c), dtype=x.dtype, device=device))
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+
+
+def spread(xp: Any, device: Any, grads: list[Any], stride: int, length: int) -> Any:
+    """The inverse of ``taps`` for gradients: each offset's gradient put back at the
+    positions it was read from, zeros elsewhere, summed over the offsets."""
+    n, count, c = grads[0].shape
+    last = stride * (count - 1) + 1
+    total = None
+    for k, g in enumerate(grads):
+        if stride > 1:  # j -> stride * j: interleave stride - 1 zero rows after each row
+            gaps = xp.zeros((n, count, stride - 1, c), dtype=g.dtype, device=device)
+            g = xp.concat([xp.expand_dims(g, axis=2), gaps], axis=2)
+            g = xp.reshape(g, (n, count * stride, c))[:, :last, :]
+        g = pad(xp, device, g, k, length - k - last)
+        total = g if total is None else total + g
+    return total
 
 
 class Conv1D(Layer):
@@ -116,22 +153,31 @@ class Conv1D(Layer):
                 f"{self!r} needs sequences of at least {self.kernel_size - 2 * self.padding} "
                 f"steps; got input of shape {(n, length, cin)}."
             )
-        self._length, self._count = length, count
-        self._cols = self._kernels.windows(x, self.kernel_size, self.stride, self.padding, count)
-        W = self.xp.reshape(self.W.value, (self.kernel_size * cin, self.out_channels))
+        xp, k = self.xp, self.kernel_size
+        image = xp.reshape(x, (n, length, 1, cin))  # a sequence is an image one pixel wide
+        cols = self._kernels.windows(image, (k, 1), (self.stride, 1), self._pads())
+        self._cols = xp.reshape(cols, (n * count, k * cin))
+        W = xp.reshape(self.W.value, (k * cin, self.out_channels))
         y, self._saved = self._kernels.dense(self._cols, W, self.b.value, act)
-        return self.xp.reshape(y, (n, count, self.out_channels))
+        self._shape = (n, length, 1, cin)
+        return xp.reshape(y, (n, count, self.out_channels))
 
     def backward(self, grad: Any, act: Act | None = None) -> Any:
+        xp, kernels = self.xp, self._kernels
         n, count, cout = grad.shape
-        k = self._kernels
-        g = self.xp.reshape(grad, (n * count, cout))
-        dcols = k.dense_backward(
+        g = xp.reshape(grad, (n * count, cout))
+        dcols = kernels.dense_backward(
             g, self._cols, self.W, self.b, self._saved, act, self.need_input_grad
         )
         if dcols is None:
             return None
-        return k.unwindows(dcols, self.kernel_size, self.stride, self.padding, count, self._length)
+        dcols = xp.reshape(dcols, (n, count, 1, dcols.shape[1]))
+        size, stride = (self.kernel_size, 1), (self.stride, 1)
+        dx = kernels.windows_grad(dcols, self._shape, size, stride, self._pads())
+        return xp.reshape(dx, self._shape[:2] + (self.in_channels,))
+
+    def _pads(self) -> tuple[int, int, int, int]:
+        return (self.padding, self.padding, 0, 0)
 
     def get_config(self) -> dict[str, Any]:
         return {

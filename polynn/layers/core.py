@@ -35,6 +35,7 @@ __all__ = [
     "Init",
     "check_built",
     "check_init",
+    "axis_names",
     "check_stack",
     "compatible",
     "describe",
@@ -54,10 +55,11 @@ def compatible(a: Shape, b: Shape) -> bool:
 
 
 def describe(shape: Shape) -> str:
-    """``shape`` for a message: ``3`` for one axis, ``(length, 25)`` for more."""
+    """``shape`` for a message: ``3`` for one axis, ``(length, 25)`` or ``(height, width,
+    3)`` for more."""
     if len(shape) == 1 and shape[0] is not None:
         return str(shape[0])
-    inner = ", ".join("length" if n is None else str(n) for n in shape)
+    inner = ", ".join(axis_names(shape))
     return f"rows of shape ({inner}{',' if len(shape) == 1 else ''})"
 
 
@@ -109,6 +111,14 @@ def fans(shape: Sequence[int]) -> tuple[int, int]:
     return shape[-2] * receptive, shape[-1] * receptive
 
 
+def axis_names(shape: Shape) -> list[str]:
+    """Each size of ``shape`` as a message shows it: the number, or for a size not fixed
+    before the data arrives its name (``length``; images: ``height``, ``width``)."""
+    free = {1: ("length",), 2: ("length", "channels"), 3: ("height", "width", "channels")}
+    names = free.get(len(shape), ("size",) * len(shape))
+    return [names[i] if n is None else str(n) for i, n in enumerate(shape)]
+
+
 class Parameter:
     """A trainable array and the gradient the last backward pass left for it."""
 
@@ -158,6 +168,9 @@ class Layer:
     init: ClassVar[str | None] = "glorot_uniform"
     #: Set once a model has built the layer: a layer belongs to one model.
     built = False
+    #: What the layer takes first in a model: ``"real floating"`` data, which the model casts
+    #: to its dtype, or ``"integral"`` ids (an ``Embedding``), which it keeps integer.
+    input_kind: ClassVar[str] = "real floating"
 
     #: What the layer's inputs and outputs hold: a mixed-precision model sets its half type
     #: here before ``build`` (see ``polynn.precision``); None means the parameters' dtype.
@@ -556,6 +569,12 @@ def check_stack(layers: tuple[Layer, ...]) -> tuple[Shape | None, Shape | None]:
             "such as Conv1D or Reshape) to know its sizes; got only layers of any size."
         )
     every = [inner for layer in layers for inner in nested(layer)]
+    for layer in every[1:]:
+        if layer.input_kind == "integral":
+            raise PolynnValueError(
+                f"{layer!r} takes integer ids, so it must be the model's first layer; it "
+                "comes after another layer here."
+            )
     if len({id(layer) for layer in every}) != len(every):
         raise PolynnValueError("the same layer object appears twice; create one per position.")
     if any(layer.built for layer in every):

@@ -26,7 +26,7 @@ if backend == "jax":
     jax.config.update("jax_enable_x64", True)
 sharded = mode.startswith("sharded")
 dist = pn.distributed.MPI(sharded=sharded)
-X, y, Xv, yv = setup.data()
+X, y, Xv, yv = setup.data(mode)
 net = setup.network(backend, mode)
 kwargs = setup.fit_arguments(mode)
 if sharded:
