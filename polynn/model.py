@@ -196,25 +196,46 @@ class Sequential:
             for layer in reversed(self._layers):
                 grad = layer.backward(grad)
 
-    def predict(self, X: Any, batch_size: int | None = None, **unknown: Any) -> Any:
+    def predict(
+        self,
+        X: Any,
+        batch_size: int | None = None,
+        *,
+        until: int | None = None,
+        **unknown: Any,
+    ) -> Any:
         """The network's output for ``X``, an array of the backend on its device, in the
         parameters' dtype (float32 also under a mixed-precision policy). ``X`` may also be a
-        stream of batches (``polynn.streaming``): the outputs are then concatenated."""
+        stream of batches (``polynn.streaming``): the outputs are then concatenated.
+
+        ``until=k`` gives the output of the first ``k`` layers instead (``net.layers[:k]``,
+        each computing itself alone: a Dense's output before the activation after it when
+        ``k`` falls between them), e.g. a hidden layer's features.
+        """
         if unknown:
             raise unknown_keywords("predict", unknown, Sequential.predict, {})
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
+        layers = self._layers
+        if until is not None:
+            until = integer(until, "until", 1)
+            if until > len(self.layers):
+                raise PolynnValueError(
+                    f"until={until}, but the model has {len(self.layers)} layers; "
+                    f"expected 1 to {len(self.layers)}."
+                )
+            layers = fuse(self.layers[:until])
         xp = self.backend.xp
         with self.backend.context(self.matmul_precision), self._half_weights(), self._inference():
             if is_stream(X):
                 stream = streaming.inputs(X, self.backend, input_dtype(self))
-                chunks = [run(self._layers, inputs(self, x)) for x in stream]
+                chunks = [run(layers, inputs(self, x)) for x in stream]
                 if not chunks:
                     raise PolynnValueError("the data stream gave no batches to predict.")
             else:
                 X = inputs(self, X)
                 batch_spans = spans(X.shape[0], batch_size)
-                chunks = [run(self._layers, X[a:b, ...]) for a, b in batch_spans]
+                chunks = [run(layers, X[a:b, ...]) for a, b in batch_spans]
             out = chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=0)
             out = xp.astype(out, self.dtype, copy=False)
             if not bool(xp.all(xp.isfinite(out))):

@@ -374,3 +374,23 @@ def test_backward_leaves_the_callers_gradient_alone(backend):
     grad = backend.xp.ones_like(out)
     net.backward(grad)
     np.testing.assert_array_equal(pn.to_numpy(grad), np.ones((5, 2)))
+
+
+def test_predict_until_gives_each_layers_own_output(backend):
+    """``predict(X, until=k)``: the first k layers, each computing itself alone, also where
+    k falls between a Dense and the activation that runs with it in the model."""
+    net = pn.Sequential(
+        pn.Dense(3, 4), pn.ReLU(), pn.Dense(4, 2), pn.Sigmoid(),
+        backend=backend, dtype="float64", seed=0,
+    )  # fmt: skip
+    X = np.random.default_rng(1).normal(size=(6, 3))
+    W1, b1, W2, b2 = net.get_weights()
+    z1 = X @ W1 + b1
+    h1 = np.maximum(z1, 0)
+    z2 = h1 @ W2 + b2
+    for until, want in [(1, z1), (2, h1), (3, z2), (4, 1 / (1 + np.exp(-z2)))]:
+        got = pn.to_numpy(net.predict(X, until=until))
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(pn.to_numpy(net(X)), pn.to_numpy(net.predict(X, until=4)))
+    with pytest.raises(pn.PolynnValueError, match="until=5, but the model has 4 layers"):
+        net.predict(X, until=5)
