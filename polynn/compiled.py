@@ -13,8 +13,9 @@ optimizer declare that their passes are free of host synchronisation (``compilab
 of your own declares it once its ``forward``/``backward`` (or ``value_and_grad``, or
 ``update``) read nothing back to the host); ``compile=True`` insists (an error says why not),
 ``compile=False`` runs eagerly. The environment variable ``POLYNN_COMPILE`` sets the default:
-``auto``; ``0``, never; ``1``, as ``compile=True`` on every backend that compiles steps (and
-eagerly on those that have nothing to compile with): how the test suite runs compiled.
+``auto``; ``0``, never; ``1``, as ``compile=True`` wherever the backend compiles steps and the
+fit is not data-parallel (eagerly elsewhere), so that a layer, loss or optimizer that has not
+declared itself compilable is named in an error instead of running eagerly.
 """
 
 from __future__ import annotations

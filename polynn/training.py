@@ -719,7 +719,7 @@ def train(
     progress = Progress(epochs, len(batches) or None, verbose)  # None: a stream, not known
     tick = progress.batch_done if progress.per_batch else None
     if compile == "always":  # POLYNN_COMPILE=1: insist wherever the backend compiles
-        compile = backend.compile_reason() is None
+        compile = backend.compile_reason() is None and dist is None
     why = compiling.reason(model, loss, optimizer, dist) if compile is not False else None
     if compile is True and why is not None:
         raise PolynnValueError(f"compile=True, but this fit cannot be compiled: {why}.")

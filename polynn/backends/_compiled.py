@@ -3,7 +3,9 @@ must be to be compiled):
 
 - ``JaxStep``: ``jax.jit`` of the step as a pure function of the arrays it changes (the
   slots) and the batch; the layers' Python objects hold tracers only while it is traced, and
-  get their attributes back afterwards. Traced again only when shapes change.
+  get their attributes back afterwards. Traced again only when shapes change (and once after
+  the first step, which makes the gradients). Every step is compiled, the first too, so that
+  a run's float64 results do not depend on where a fit started.
 - ``GraphStep`` (CuPy) and ``TorchGraphStep`` (PyTorch on CUDA): the step captured once per
   batch shape as a CUDA graph on a stream of its own, with a private memory pool, after warm-up
   steps, and replayed for every batch, whose arrays are first copied into the graph's own
@@ -52,8 +54,6 @@ class JaxStep:
         self._jax = jax
         self._jit = jax.jit(self._pure)
         self._jit_rows = jax.jit(self._pure_rows, static_argnums=(3,))
-        self._seen: set[tuple[Any, ...]] = set()
-        self._ready: list[Any] | None = None  # the slots list last seen compiled
 
     def _pure(self, values: list[Any], batch: tuple[Any, ...]) -> tuple[list[Any], Any, Any]:
         slots = self._slots()
@@ -84,14 +84,6 @@ class JaxStep:
     def _run(self, batch: tuple[Any, ...], span: tuple[int, int] | None) -> tuple[Any, Any]:
         self._prepare()
         slots = self._slots()
-        if slots is not self._ready:
-            structure = tuple((id(s.holder), s.key, s.get() is None) for s in slots)
-            if structure not in self._seen:  # the first step of a structure runs eagerly
-                self._seen.add(structure)
-                if span is not None:
-                    batch = tuple(a[span[0] : span[1]] for a in batch)
-                return self._step(*batch)
-            self._ready = slots
         values = [slot.get() for slot in slots]
         batch = tuple(b for b in batch if b is not None)
         if span is None:
