@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The whole GPU check in one script: the test suite on CuPy, the JAX backend on the GPU, then
-# the GPU benchmark (step times against PyTorch and a hand-written fused CuPy loop, memory,
-# float32 accuracy). Under 8.5 minutes on an H100/H200 with the default limits.
+# The whole GPU check in one script: the test suite on CuPy, the JAX backend on the GPU, the
+# compiled steps of PyTorch's CUDA backend, then the GPU benchmark (step times against PyTorch
+# and a hand-written fused CuPy loop, the matrix products' floor, kernels per step, the
+# launch-bound models compiled, memory, float32 accuracy). Under 9 minutes on an H100/H200 with
+# the default limits.
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]
 #
@@ -204,6 +206,17 @@ else
     say "$JAX_LINE"
 fi
 
+# ---------------------------------------------------------------- (e2) PyTorch's CUDA graphs
+section "compiled steps on PyTorch's CUDA device (limit ${JAX_TIMEOUT}s)"
+limited "$JAX_TIMEOUT" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_compiled.py \
+    -k torch_cuda 2>&1 | tee "$LOGS/torch-cuda.log"
+TORCH_RC=${PIPESTATUS[0]}
+TORCH_LINE="$(grep -E '[0-9]+ (passed|failed|skipped)' "$LOGS/torch-cuda.log" | tail -1 \
+    | sed -E 's/^=+ //; s/ =+$//')"
+case "$TORCH_RC" in
+    124 | 137) TORCH_LINE="TIMED OUT after ${JAX_TIMEOUT}s (last: ${TORCH_LINE:-nothing})" ;;
+esac
+
 # ---------------------------------------------------------------- (f) the benchmark
 section "benchmark (limit ${BENCH_TIMEOUT}s)"
 # shellcheck disable=SC2086  # BENCH_ARGS is split on purpose
@@ -223,6 +236,7 @@ status() { [ "$1" = 0 ] && echo ok || echo "FAILED (exit $1)"; }
     echo "imports:   $(status "$IMPORTS_RC")"
     echo "tests:     $TESTS_LINE  [$(status "$TESTS_RC")]"
     echo "jax:       $JAX_LINE  [$(status "$JAX_RC")]"
+    echo "torch-cuda: $TORCH_LINE  [$(status "$TORCH_RC")]"
     echo "benchmark: $(status "$BENCH_RC")"
     if [ -f "$LOGS/RESULTS-gpu.md" ]; then
         grep -E '^- (GPU|CUDA|CuPy)' "$LOGS/RESULTS-gpu.md"
@@ -237,4 +251,5 @@ save_logs
 echo
 cat "$SUMMARY"
 clean_up
-[ "$TESTS_RC" = 0 ] && [ "$JAX_RC" = 0 ] && [ "$BENCH_RC" = 0 ] && [ "$IMPORTS_RC" = 0 ]
+[ "$TESTS_RC" = 0 ] && [ "$JAX_RC" = 0 ] && [ "$TORCH_RC" = 0 ] && [ "$BENCH_RC" = 0 ] \
+    && [ "$IMPORTS_RC" = 0 ]

@@ -67,6 +67,21 @@ OPTIMIZERS = {
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_a_compiled_fit_equals_the_eager_one(backend, layers, name):
     compiles(backend)
+    compiled_equals_eager(backend, layers, name)
+
+
+@pytest.mark.parametrize("layers", [mlp, cnn], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_torch_cuda_graphs_equal_eager_steps(layers, name):
+    """PyTorch on a CUDA device replays its steps as CUDA graphs (the ``backend`` fixture's
+    torch is PyTorch on the CPU, which runs eagerly)."""
+    torch = pytest.importorskip("torch", reason="needs PyTorch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch sees no CUDA device")
+    compiled_equals_eager(pn.backends.get("torch", "cuda"), layers, name)
+
+
+def compiled_equals_eager(backend, layers, name):
     X, y = data()
     kwargs = dict(loss="cross_entropy", epochs=3, batch_size=10, verbose=0, metrics=["accuracy"])
     eager, compiled = twins(backend, layers)
