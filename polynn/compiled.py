@@ -8,14 +8,16 @@ devices, ``jax.jit``-compiled on JAX. This module says whether a fit may be comp
 (``reason``) and lists the arrays a step changes (``slots``), which JAX, whose arrays are
 immutable, passes in and out of the compiled function; a CUDA graph updates them in place.
 
-``fit(compile="auto")`` compiles where the backend can and every layer, the loss and the
-optimizer declare that their passes are free of host synchronisation (``compilable``; a class
-of your own declares it once its ``forward``/``backward`` (or ``value_and_grad``, or
-``update``) read nothing back to the host); ``compile=True`` insists (an error says why not),
-``compile=False`` runs eagerly. The environment variable ``POLYNN_COMPILE`` sets the default:
-``auto``; ``0``, never; ``1``, as ``compile=True`` wherever the backend compiles steps and the
-fit is not data-parallel (eagerly elsewhere), so that a layer, loss or optimizer that has not
-declared itself compilable is named in an error instead of running eagerly.
+``fit(compile="auto")`` compiles where the backend compiles by default (JAX; CuPy's and
+PyTorch's CUDA graphs are opt-in, ``compile=True``, until a GPU run checks them) and every
+layer, the loss and the optimizer declare that their passes are free of host
+synchronisation (``compilable``; a class of your own declares it once its ``forward`` and
+``backward`` (or ``value_and_grad``, or ``update_rule``) read nothing back to the host);
+``compile=True`` insists (an error says why not), ``compile=False`` runs eagerly. The
+environment variable ``POLYNN_COMPILE`` sets the default: ``auto``; ``0``, never; ``1``, as
+``compile=True`` wherever the backend compiles steps and the fit is not data-parallel
+(eagerly elsewhere), so that a layer, loss or optimizer that has not declared itself
+compilable is named in an error instead of running eagerly.
 """
 
 from __future__ import annotations

@@ -296,9 +296,9 @@ class Sequential:
         ``compile`` (``"auto"``, True or False; None reads ``POLYNN_COMPILE``, else auto):
         whether each training step runs as one compiled unit where the backend can (a CUDA
         graph on CuPy and on PyTorch's CUDA devices, ``jax.jit`` on JAX; see
-        ``polynn.compiled``). ``"auto"`` compiles where it can and runs eagerly elsewhere,
-        True raises an error saying why it cannot, False never compiles. Results equal the
-        eager steps'.
+        ``polynn.compiled``). ``"auto"`` compiles on JAX (CUDA graphs: with True) and runs
+        eagerly elsewhere, True raises an error saying why it cannot, False never compiles.
+        Results equal the eager steps'.
         """
         if unknown:
             raise unknown_keywords("fit", unknown, Sequential.fit, FIT_ALIASES)

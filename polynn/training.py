@@ -720,6 +720,8 @@ def train(
     tick = progress.batch_done if progress.per_batch else None
     if compile == "always":  # POLYNN_COMPILE=1: insist wherever the backend compiles
         compile = backend.compile_reason() is None and dist is None
+    elif compile == "auto" and not backend.compiles_by_default:
+        compile = False
     why = compiling.reason(model, loss, optimizer, dist) if compile is not False else None
     if compile is True and why is not None:
         raise PolynnValueError(f"compile=True, but this fit cannot be compiled: {why}.")

@@ -189,6 +189,15 @@ def test_weights_set_between_compiled_fits_are_used(backend):
 
 
 # -- the choice, on every backend --------------------------------------------------------
+def test_auto_compiles_only_where_the_backend_compiles_by_default(backend):
+    """JAX compiles with compile="auto"; CUDA graphs (CuPy, PyTorch) only with True."""
+    net = pn.Sequential(pn.Dense(2, 1), backend=backend)
+    net.fit(np.zeros((4, 2)), np.zeros((4, 1)), compile="auto", verbose=0)
+    assert (net._compiled is not None) == (
+        backend.compiles_by_default and backend.compile_reason() is None
+    )
+
+
 def test_compile_true_says_why_it_cannot(backend):
     net = pn.Sequential(pn.Dense(2, 1), backend=backend)
     X, y = np.zeros((4, 2)), np.zeros((4, 1))

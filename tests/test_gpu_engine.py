@@ -217,6 +217,27 @@ def test_a_product_cublaslt_cannot_plan_is_remembered(monkeypatch, caplog):
     assert gemm.forward(x, W, b, relu=False) is not None  # other epilogues still plan
 
 
+def test_a_product_cublaslt_cannot_run_is_left_to_cupy_from_then_on(monkeypatch, caplog):
+    monkeypatch.setattr(_cupy_gemm, "MIN_SECONDS", 0.0)
+    rng = np.random.default_rng(10)
+    x, W, b = big(rng, 6, 4), big(rng, 4, 5), big(rng, 5)
+    gemm = planner()
+    assert gemm.forward(x, W, b, relu=True) is not None
+
+    def broken():
+        raise RuntimeError("CUBLAS_STATUS_NOT_SUPPORTED")
+
+    FakeMatmul.made[0].execute = broken
+    assert gemm.forward(x, W, b, relu=True) is None
+    assert gemm.forward(x, W, b, relu=True) is None and gemm.plans() == 0
+    assert "cuBLASLt cannot run" in caplog.text
+
+
+def test_cublaslt_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("POLYNN_CUBLASLT", "0")
+    assert _cupy_gemm.load() is None
+
+
 def test_without_nvmath_python_there_is_no_planner(monkeypatch):
     import builtins
 

@@ -42,6 +42,10 @@ class Backend:
     half_install: dict[str, str] = {}
     #: What compiles a training step on this backend ("jax.jit", "CUDA graphs"), if anything.
     compiler: str | None = None
+    #: Whether ``fit(compile="auto")`` compiles here (else only ``compile=True`` does): the
+    #: CUDA graphs of CuPy and PyTorch are opt-in until a GPU run of ``gpu_check.sh`` has
+    #: checked them against eager steps.
+    compiles_by_default = False
 
     def __init__(self, name: str, xp: Any, device: Any) -> None:
         self.name = name

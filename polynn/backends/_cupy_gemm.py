@@ -22,14 +22,17 @@ shorter, so products estimated under ``MIN_SECONDS`` of GPU time go through CuPy
 instead; while a CUDA graph is captured (``capturing``) every product goes through cuBLASLt,
 since CuPy's cuBLAS calls cannot be captured.
 
-nvmath-python is optional (``polynn[cuda12]``/``polynn[cuda13]`` install it): without it,
-``load`` returns None and every product goes through CuPy.
+nvmath-python is optional (``polynn[cuda12]``/``polynn[cuda13]`` install it): without it, or
+with the environment variable ``POLYNN_CUBLASLT=0``, ``load`` returns None and every product
+goes through CuPy. A product that cuBLASLt cannot plan or run is computed by CuPy from then
+on, with one warning.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -47,7 +50,10 @@ RATES = {"float64": 50e12, "float32": 50e12, "tf32": 400e12, "half": 600e12}
 
 
 def load() -> Any:
-    """nvmath-python's ``nvmath.linalg.advanced``, or None where it cannot be imported."""
+    """nvmath-python's ``nvmath.linalg.advanced``, or None where it cannot be imported or
+    ``POLYNN_CUBLASLT=0`` turns it off."""
+    if os.environ.get("POLYNN_CUBLASLT", "").strip() == "0":
+        return None
     try:
         from nvmath.linalg import advanced
     except Exception as exc:  # ImportError, or a broken CUDA library lookup
@@ -145,13 +151,19 @@ class Gemm:
         plan = self._plans.get(key, _UNPLANNED)
         if plan is None:
             return None
-        if plan is _UNPLANNED:
-            plan = self._plans[key] = self._plan(a, b, c, tf32, epilog, inputs, key)
-            if plan is None:
-                return None
-        else:
-            plan.reset_operands_unchecked(a=a, b=b, c=c, epilog_inputs=inputs)
-        return plan.execute()
+        try:
+            if plan is _UNPLANNED:
+                plan = self._plans[key] = self._plan(a, b, c, tf32, epilog, inputs, key)
+                if plan is None:
+                    return None
+            else:
+                plan.reset_operands_unchecked(a=a, b=b, c=c, epilog_inputs=inputs)
+            return plan.execute()
+        except Exception as exc:  # cuBLASLt refused to run it: CuPy computes it from now on
+            self._plans[key] = None
+            _log.warning("cuBLASLt cannot run %s (%s: %s); CuPy computes it instead",
+                         key, type(exc).__name__, exc)  # fmt: skip
+            return None
 
     def _plan(
         self, a: Any, b: Any, c: Any, tf32: bool, epilog: Any, inputs: Any, key: tuple

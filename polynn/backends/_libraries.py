@@ -308,6 +308,7 @@ class JaxBackend(Backend):
 
     inplace = False
     compiler = "jax.jit"
+    compiles_by_default = True
     PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
 
     def __init__(self, device: Any = None) -> None:
