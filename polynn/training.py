@@ -434,7 +434,7 @@ class Summary:
         """Floats from a list of 0-d device arrays, in one transfer."""
         if len(values) == 1:
             return [float(values[0])]
-        return self.backend.to_numpy(self.backend.xp.stack(values)).tolist()
+        return self.backend.floats(values)
 
     def totals(self) -> list[float]:
         """Every summing metric's sums over the pass, one after another, in one transfer

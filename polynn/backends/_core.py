@@ -162,6 +162,10 @@ class Backend:
         """A NumPy copy of ``x`` (an array of this backend); never a view of it."""
         return to_numpy(x)
 
+    def floats(self, values: Sequence[Any]) -> list[float]:
+        """Python floats from 0-d arrays of this backend, in one transfer."""
+        return to_numpy(self.xp.stack(list(values))).astype(np.float64).tolist()
+
     def stage(self, data: Any, dtype: Any = None, name: str = "X") -> tuple[Any, Any]:
         """Start moving host data to the device, from a worker thread that prefetches batches
         (``polynn.streaming``): ``data`` is checked as ``asarray`` checks host data, cast to

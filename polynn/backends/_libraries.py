@@ -365,6 +365,10 @@ class JaxBackend(Backend):
     def synchronize(self) -> None:
         self.xp.zeros((), device=self.device).block_until_ready()
 
+    def floats(self, values: Any) -> list[float]:
+        # jax.numpy.stack of many 0-d arrays costs tens of microseconds per array.
+        return [float(v) for v in self._jax.device_get(list(values))]
+
     def batches(self, arrays: Any, spans: Any, order: Any = None) -> list[tuple[Any, ...]]:
         """One compiled call cuts an epoch's batches (and shuffles the rows first), where
         slicing each batch outside it would cost a dispatch per array and batch."""
