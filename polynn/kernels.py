@@ -499,7 +499,7 @@ class Kernels:
     # -- sums by index (Embedding) ---------------------------------------------------------
     def scatter_add(self, index: Any, values: Any, rows: int) -> Any:
         """``out[r] = sum(values[k] for k where index[k] == r)`` for ``r < rows``: an array
-        of shape (rows, *values.shape[1:]); ``index`` holds integers in [0, rows).
+        of shape ``(rows, *values.shape[1:])``; ``index`` holds integers in [0, rows).
 
         The standard has no scatter, so the default sorts: the values are ordered by index,
         a segmented prefix sum (log2(len(index)) doubling steps, each adding the partial sum
