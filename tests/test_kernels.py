@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import polynn as pn
-from polynn.kernels import ACTIVATIONS, Kernels, Scalars
+from polynn.kernels import ACTIVATIONS, Act, Kernels, Scalars
 from polynn.layers import Fused, Parameter
 
 # Relative tolerances against float64 references: float32 rounding, and float64's.
@@ -318,6 +318,87 @@ def test_fast_scatter_add_equals_the_default(backend, dtype):
         for k in (fast, default_kernels(backend))
     )
     close(got, pn.to_numpy(want), dtype, scale=10.0)
+
+
+@pytest.fixture
+def every_product(monkeypatch):
+    """cuBLASLt takes every product on CuPy (not only those that pay for its host cost)."""
+    from polynn.backends import _cupy_gemm
+
+    monkeypatch.setattr(_cupy_gemm, "MIN_SECONDS", 0.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", [None, *ACTIVATIONS])
+def test_fast_dense_equals_the_default(backend, name, dtype, every_product):
+    """The products of a Dense with the activation after it (CuPy: cuBLASLt with the bias and
+    ReLU in the epilogue, the bias gradient in the weight gradient's) against the default."""
+    fast = fast_or_skip(backend)
+    default = default_kernels(backend)
+    rng = np.random.default_rng(4)
+    x, W, b = rng.normal(size=(48, 20)), rng.normal(size=(20, 12)), rng.normal(size=12)
+    grad = rng.normal(size=(48, 12))
+    outs = []
+    for k in (fast, default):
+        act = None
+        if name is not None:
+            act = Act(name, *k.activation(name, backend.dtype(dtype), negative_slope=SLOPE), SLOPE)
+        Wp, bp = Parameter(on(backend, W, dtype), "W"), Parameter(on(backend, b, dtype), "b")
+        xd = on(backend, x, dtype)
+        y, saved = k.dense(xd, Wp.value, bp.value, act)
+        y = pn.to_numpy(y)
+        dx = k.dense_backward(on(backend, grad, dtype), xd, Wp, bp, saved, act, True)
+        outs.append([y, pn.to_numpy(dx), pn.to_numpy(Wp.grad), pn.to_numpy(bp.grad)])
+    for got, want in zip(*outs):
+        np.testing.assert_allclose(got, want, rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 100)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_dropout_equals_the_default(backend, dtype):
+    fast = fast_or_skip(backend)
+    h = fast.hash()
+    scale = backend.xp.asarray(2.0, dtype=backend.dtype(dtype), device=backend.device)
+    for step, offset in ((0, 0), (7, 3), (2**31 + 5, 1)):
+        got, want = (
+            pn.to_numpy(k.dropout((9, 13), 123456789, h.word_array(step), offset, 2**31, scale))
+            for k in (fast, default_kernels(backend))
+        )
+        np.testing.assert_array_equal(got, want)
+
+
+def rule_case(name):
+    """An optimizer of each rule, with clipping: its update through the kernels given."""
+    return {
+        "rmsprop": lambda: pn.RMSprop(0.01, momentum=0.5, centered=True, weight_decay=0.01,
+                                      clipvalue=0.5),
+        "adagrad": lambda: pn.Adagrad(0.05, initial_accumulator=0.1, clipnorm=0.3),
+        "sgd-clip": lambda: pn.SGD(0.1, momentum=0.9, clipnorm=0.2, clipvalue=0.05),
+        "adamw": lambda: pn.AdamW(0.01, clipnorm=1.0),
+    }[name]()  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["rmsprop", "adagrad", "sgd-clip", "adamw"])
+def test_fast_updates_of_every_rule_equal_the_default(backend, name, dtype):
+    """Every rule and clipping, over several parameters (CuPy: one flat arena)."""
+    fast = fast_or_skip(backend)
+    rng = np.random.default_rng(6)
+    shapes = [(4, 3), (3,), (2, 3, 2)]
+    start = [rng.normal(size=s) for s in shapes]
+    grads = [[rng.normal(size=s) for s in shapes] for _ in range(3)]
+    finals = []
+    for kernels in (fast, default_kernels(backend)):
+        params = [Parameter(on(backend, w, dtype), f"p{i}") for i, w in enumerate(start)]
+        opt = rule_case(name)
+        opt.bind(params, backend)
+        opt.kernels = kernels
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = on(backend, g, dtype)
+            opt.step()
+        finals.append([pn.to_numpy(p.value) for p in params])
+    for got, want in zip(*finals):
+        np.testing.assert_allclose(got, want, rtol=10 * RTOL[dtype], atol=10 * RTOL[dtype])
 
 
 # -- the kernels inside a model ------------------------------------------------------------
