@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from polynn.errors import PolynnValueError
@@ -40,11 +40,15 @@ __all__ = [
     "Slot",
     "StepState",
     "declares",
+    "forward",
+    "inference_slots",
     "mode",
     "objects",
     "reason",
+    "run",
     "slots",
     "undeclared",
+    "undeclared_layer",
 ]
 
 ENV_VAR = "POLYNN_COMPILE"
@@ -83,16 +87,55 @@ def reason(model: Sequential, loss: Loss, optimizer: Optimizer, dist: MPI | None
     return undeclared(model, loss, optimizer)
 
 
-def undeclared(model: Sequential, loss: Loss, optimizer: Optimizer) -> str | None:
-    """The layer, loss or optimizer whose passes are not declared free of host reads (a
-    sentence saying which), or None."""
-    for inner in (inner for layer in model.layers for inner in nested(layer)):
-        for method in ("forward", "backward"):
+def undeclared_layer(layers: Iterable[Layer], methods: Sequence[str]) -> str | None:
+    """The first of ``layers`` (nested ones included) whose ``methods`` are not declared free
+    of host reads (a sentence saying which), or None."""
+    for inner in (inner for layer in layers for inner in nested(layer)):
+        for method in methods:
             if not declares(inner, method):
                 return (
                     f"{type(inner).__name__}.{method} does not declare that it reads nothing "
                     "back to the host (a layer class sets compilable = True to declare it)"
                 )
+    return None
+
+
+def inference_slots(model: Sequential) -> list[Slot]:
+    """The arrays an inference pass reads: the parameters' values and the buffers'."""
+    return [Slot(p, "value") for p in model.params] + [Slot(b, "value") for b in model.buffers]
+
+
+def forward(model: Sequential, layers: Sequence[Layer]) -> Callable[[Any], Any]:
+    """The inference pass of ``layers`` (the steps of ``model``'s run) on a batch: compiled
+    where the backend compiles by default and every layer declares its ``forward``
+    (``jax.jit`` on JAX), else ``run`` itself; kept on the model per run of layers."""
+    kept = model.__dict__.setdefault("_forwards", {})
+    key = tuple(layers)
+    if key not in kept:
+        eager = functools.partial(run, layers)
+        backend, compiled = model.backend, None
+        if backend.compiles_by_default and backend.compile_reason() is None:
+            if undeclared_layer(model.layers, ("forward",)) is None:
+                compiled = backend.compile_forward(
+                    eager, lambda: inference_slots(model), objects(model, layers)
+                )
+        kept[key] = compiled or eager
+    return kept[key]
+
+
+def run(layers: Sequence[Layer], x: Any) -> Any:
+    """The output of ``layers`` applied to ``x`` in turn (each keeps what backward needs)."""
+    for layer in layers:
+        x = layer.forward(x)
+    return x
+
+
+def undeclared(model: Sequential, loss: Loss, optimizer: Optimizer) -> str | None:
+    """The layer, loss or optimizer whose passes are not declared free of host reads (a
+    sentence saying which), or None."""
+    why = undeclared_layer(model.layers, ("forward", "backward"))
+    if why is not None:
+        return why
     if not declares(loss, "value_and_grad"):
         return f"the loss {type(loss).__name__} does not declare compilable = True"
     if not declares(optimizer, "update_rule"):

@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from polynn import compiled as compiling
 from polynn import files, streaming
 from polynn._checks import integer, number, unknown_keywords
 from polynn._checks import path as checks_path
@@ -225,17 +226,17 @@ class Sequential:
                     f"expected 1 to {len(self.layers)}."
                 )
             layers = fuse(self.layers[:until])
-        xp = self.backend.xp
+        xp, infer = self.backend.xp, compiling.forward(self, layers)
         with self.backend.context(self.matmul_precision), self._half_weights(), self._inference():
             if is_stream(X):
                 stream = streaming.inputs(X, self.backend, input_dtype(self))
-                chunks = [run(layers, inputs(self, x)) for x in stream]
+                chunks = [infer(inputs(self, x)) for x in stream]
                 if not chunks:
                     raise PolynnValueError("the data stream gave no batches to predict.")
             else:
                 X = inputs(self, X)
                 batch_spans = spans(X.shape[0], batch_size)
-                chunks = [run(layers, X[a:b, ...]) for a, b in batch_spans]
+                chunks = [infer(X[a:b, ...]) for a, b in batch_spans]
             out = chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=0)
             out = xp.astype(out, self.dtype, copy=False)
             if not bool(xp.all(xp.isfinite(out))):
@@ -471,7 +472,8 @@ class Sequential:
             batches = StreamBatches(X, check, self.backend, input_dtype(self))
             with self.backend.context(self.matmul_precision), self._half_weights():
                 with self._inference():
-                    return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend)
+                    return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend,
+                                         compiling.forward(self, layers))  # fmt: skip
         dist = distributed_check(distributed)
         if dist is not None and sample_weight is not None:
             raise PolynnValueError("sample_weight is not supported with distributed= yet.")
@@ -480,7 +482,8 @@ class Sequential:
                 X, y = pairs(self, X, y, loss)
                 w = None if sample_weight is None else weights(self, y, loss, sample_weight)
             layers = layers_for(self._layers, loss)
-            return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w)
+            return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w,
+                         compiling.forward(self, layers))  # fmt: skip
 
     # -- freezing ---------------------------------------------------------------------------
     @property

@@ -19,6 +19,7 @@ once per ``fit``: on a tiny network the Python overhead of a step is as large as
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import operator
@@ -29,7 +30,7 @@ from polynn import compiled as compiling
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
-from polynn.compiled import Slot
+from polynn.compiled import Slot, run
 from polynn.distributed import MPI, agreed, weighted_means
 from polynn.errors import PolynnTypeError, PolynnValueError, TrainingDivergedError
 from polynn.layers import Identity, Layer, Softmax, nested
@@ -191,13 +192,6 @@ def set_training(layers: Iterable[Layer], flag: bool) -> None:
     inference (validation, ``predict``, ``evaluate``)."""
     for layer in layers:
         layer.training = flag
-
-
-def run(layers: Sequence[Layer], x: Any) -> Any:
-    """The output of ``layers`` applied to ``x`` in turn (each keeps what backward needs)."""
-    for layer in layers:
-        x = layer.forward(x)
-    return x
 
 
 def make_step(
@@ -496,9 +490,12 @@ def score(
     backend: Backend,
     dist: MPI | None = None,
     w: Any = None,
+    forward: Callable[[Any], Any] | None = None,
 ) -> dict[str, float]:
     """The loss and metrics of the network over ``(X, y)``, in batches, without updates;
-    with ``w`` (the rows' weights, averaging 1) the loss is the weighted mean.
+    with ``w`` (the rows' weights, averaging 1) the loss is the weighted mean. ``forward``:
+    the inference pass of a batch (``polynn.compiled.forward``; ``run`` of ``layers`` by
+    default).
 
     With ``dist`` each rank scores its share of the rows (replicated data) or its own rows
     (sharded), and the sums are added over the ranks."""
@@ -510,9 +507,9 @@ def score(
         (X[a:b, ...], y[a:b, ...]) + (() if w is None else (w[a:b, ...],)) for a, b in batch_spans
     )
     if dist is None:
-        return score_batches(layers, batches, loss, metrics, backend)
+        return score_batches(layers, batches, loss, metrics, backend, forward)
     check_distributed(metrics, dist)
-    values, counts, _ = _passes(layers, batches, loss, metrics, backend, by_rows=True)
+    values, counts, _ = _passes(layers, batches, loss, metrics, backend, True, forward)
     summary = Summary(values, counts, backend, metrics=metrics)
     local = [sum(summary.to_host(values)) if values else 0.0, *summary.totals()]
     total = dist.sum_floats([*local, float(X.shape[0])], backend)
@@ -526,10 +523,11 @@ def score_batches(
     loss: Loss,
     metrics: Metrics,
     backend: Backend,
+    forward: Callable[[Any], Any] | None = None,
 ) -> dict[str, float]:
     """The loss and metrics over ``batches`` (``(x, y)`` or ``(x, y, w)`` tuples on the
     device, from arrays or a stream), without updates."""
-    values, counts, sizes = _passes(layers, batches, loss, metrics, backend)
+    values, counts, sizes = _passes(layers, batches, loss, metrics, backend, False, forward)
     return Summary(values, counts, backend, metrics=metrics).logs(sizes, sum(sizes))[0]
 
 
@@ -540,14 +538,16 @@ def _passes(
     metrics: Metrics,
     backend: Backend,
     by_rows: bool = False,
+    forward: Callable[[Any], Any] | None = None,
 ) -> tuple[list[Any], dict[str, list[Any]], list[int]]:
     """Each batch's loss (``by_rows``: times its rows) and metric counts, and its rows."""
     xp = backend.xp
+    forward = forward or functools.partial(run, layers)
     values: list[Any] = []
     counts: dict[str, list[Any]] = {name: [] for name in metrics}
     sizes: list[int] = []
     for xb, yb, *wb in batches:
-        out = xp.astype(run(layers, xb), yb.dtype, copy=False)  # from half
+        out = xp.astype(forward(xb), yb.dtype, copy=False)  # from half
         if wb:
             value = loss.weighted_value_and_grad(out, yb, wb[0])[0]
         else:
@@ -772,7 +772,8 @@ def train(
             if validation is not None:
                 set_training(model.layers, False)  # validation infers
                 with model._half_weights():
-                    scores = score(layers, *validation, loss, metrics, None, backend, dist)
+                    scores = score(layers, *validation, loss, metrics, None, backend, dist,
+                                   forward=compiling.forward(model, layers))  # fmt: skip
                 set_training(model.layers, True)
                 logs.update({f"val_{k}": v for k, v in scores.items()})
                 if not math.isfinite(logs["val_loss"]):

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["GraphStep", "JaxStep", "TorchGraphStep"]
+__all__ = ["GraphStep", "JaxForward", "JaxStep", "TorchGraphStep"]
 
 Step = Callable[..., tuple[Any, Any]]
 
@@ -93,6 +93,38 @@ class JaxStep:
         for slot, array in zip(slots, new):
             slot.set(array)
         return value, out
+
+
+class JaxForward:
+    """An inference pass (``predict``, ``evaluate``, validation) under ``jax.jit``: ``run(x)``
+    as a pure function of the parameters and buffers (``slots()``) and the batch."""
+
+    def __init__(
+        self, jax: Any, run: Callable[[Any], Any], slots: Callable[[], list[Any]],
+        objects: Sequence[Any],
+    ) -> None:  # fmt: skip
+        self._run, self._slots, self._objects = run, slots, objects
+        self._jit = jax.jit(self._pure)
+
+    def _pure(self, values: list[Any], x: Any) -> Any:
+        before = [dict(vars(obj)) for obj in self._objects]
+        try:
+            for slot, value in zip(self._slots(), values):
+                slot.set(value)
+            return self._run(x)
+        finally:
+            for obj, attributes in zip(self._objects, before):
+                vars(obj).clear()
+                vars(obj).update(attributes)
+
+    def __call__(self, x: Any) -> Any:
+        slots = self._slots()
+        values = [slot.get() for slot in slots]
+        try:
+            return self._jit(values, x)
+        finally:  # tracing set the parameters to tracers: put the arrays back
+            for slot, value in zip(slots, values):
+                slot.set(value)
 
 
 class _Captured:

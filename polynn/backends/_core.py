@@ -105,6 +105,13 @@ class Backend:
         (``polynn.compiled``)."""
         return f"backend {self.name!r} has nothing that compiles a step"
 
+    def compile_forward(
+        self, run: Callable[[Any], Any], slots: Callable[[], list[Any]], objects: Sequence[Any]
+    ) -> Callable[[Any], Any] | None:
+        """``run`` (an inference pass of a batch) compiled, or None where this backend runs
+        inference passes eagerly. ``slots()`` lists the arrays it reads (parameters, buffers)."""
+        return None
+
     def compile_step(
         self,
         step: Callable[..., tuple[Any, Any]],

@@ -389,6 +389,11 @@ class JaxBackend(Backend):
     def compile_reason(self) -> str | None:
         return None
 
+    def compile_forward(self, run: Any, slots: Any, objects: Any) -> Any:
+        from polynn.backends._compiled import JaxForward
+
+        return JaxForward(self._jax, run, slots, objects)
+
     def compile_step(self, step: Any, slots: Any, objects: Any, prepare: Any) -> Any:
         from polynn.backends._compiled import JaxStep
 
