@@ -22,14 +22,22 @@ def test_the_arena_holds_the_parameters_as_views():
     rng = np.random.default_rng(0)
     params = parameters(rng)
     before = [p.value.copy() for p in params]
+    grads = [rng.normal(size=p.value.shape) for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g  # the backward pass of the step whose update makes the arena
     arena = Arena(np, params)
-    assert arena.values.size == 12 + 4 + 30 and arena.holds(params)
+    assert arena.holds(params)
+    for p, g in zip(params, grads):
+        np.testing.assert_array_equal(p.grad, g)
     for p, want in zip(params, before):
         assert np.shares_memory(p.value, arena.values) and p.value.shape == want.shape
         np.testing.assert_array_equal(p.value, want)
         assert np.shares_memory(p.grad, arena.grads)
     arena.values *= 2.0  # one operation on the flat buffer changes every parameter
     np.testing.assert_array_equal(params[2].value, 2.0 * before[2])
+    # Each view starts 256 bytes apart from the buffer's start (cuBLASLt's alignment).
+    offsets = [p.value.__array_interface__["data"][0] - arena.values.ctypes.data for p in params]
+    assert offsets[0] == 0 and all(offset % 256 == 0 for offset in offsets)
 
 
 def test_gather_copies_in_what_was_rebound():
@@ -42,8 +50,8 @@ def test_gather_copies_in_what_was_rebound():
     arena.gather()
     assert np.shares_memory(params[1].value, arena.values)
     assert np.shares_memory(params[2].grad, arena.grads)
-    np.testing.assert_array_equal(arena.values[12:16], new_value)
-    np.testing.assert_array_equal(arena.grads[16:], new_grad.ravel())
+    np.testing.assert_array_equal(params[1].value, new_value)
+    np.testing.assert_array_equal(params[2].grad, new_grad)
 
 
 def test_state_entries_are_views_made_once_and_refilled_when_reset():
@@ -59,7 +67,8 @@ def test_state_entries_are_views_made_once_and_refilled_when_reset():
     states[0]["sum"] = loaded  # a file's state, put back by load
     states[1] = {}  # a reset
     arena.state(states, "sum", fill=0.5)
-    np.testing.assert_array_equal(flat[:12], loaded.ravel())
+    np.testing.assert_array_equal(states[0]["sum"], loaded)
+    assert np.shares_memory(states[0]["sum"], flat)
     assert np.all(states[1]["sum"] == 0.5) and np.all(states[2]["sum"] == 1.5)
 
 
@@ -103,12 +112,23 @@ class FakeMatmul:
         if self.epilog == "RELU_BIAS":
             d = np.maximum(d, 0.0)
         if self.epilog == "BGRADA":
-            aux["bgrada"] = self.a.sum(axis=1)[:, None]
-        d = np.asfortranarray(d)
-        if self.c is not None:
-            self.c[...] = d
+            aux["bgrada"] = self.a.sum(axis=1)
+        if self.c is not None:  # nvmath's order of D: C's, else column-major for a bias
+            self.c[...] = d  # epilogue, else A's
             d = self.c
+        elif self.epilog in ("BIAS", "RELU_BIAS") or self.a.flags.f_contiguous:
+            d = np.asfortranarray(d)
+        else:
+            d = np.ascontiguousarray(d)
         return (d, aux) if aux else d
+
+
+class Buffer(np.ndarray):
+    """A NumPy array with CuPy's ``data.ptr`` (the planner reads the operands' alignment)."""
+
+    @property
+    def data(self):  # noqa: D401
+        return types.SimpleNamespace(ptr=self.__array_interface__["data"][0])
 
 
 def fake_nvmath():
@@ -126,8 +146,18 @@ def planner(tf32=False):
     return _cupy_gemm.Gemm(fake_nvmath(), lambda: tf32)
 
 
-def big(rng, *shape):
-    return rng.normal(size=shape).astype(np.float32)
+def aligned(shape, dtype=np.float32, offset=0):
+    """A zero array whose data starts ``offset`` bytes past a multiple of 256."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.zeros(size + 512, dtype=np.uint8)
+    start = (-raw.ctypes.data) % 256 + offset
+    return raw[start : start + size].view(dtype).reshape(shape).view(Buffer)
+
+
+def big(rng, *shape, offset=0):
+    out = aligned(shape, offset=offset)
+    out[...] = rng.normal(size=shape)
+    return out
 
 
 def test_products_equal_numpy_with_their_epilogues(monkeypatch):
@@ -146,13 +176,16 @@ def test_products_equal_numpy_with_their_epilogues(monkeypatch):
     dx = gemm.input_grad(g, W)
     np.testing.assert_allclose(dx, g @ W.T, rtol=1e-5)
     assert dx.flags.c_contiguous
+    one, db1 = gemm.weight_grad(x, g[:, :1].copy().view(Buffer), None, bias=True)
+    assert db1 is None  # one output: no BGRADA (the caller sums the rows)
+    np.testing.assert_allclose(one, x.T @ g[:, :1], rtol=1e-5)
 
 
 def test_the_weight_gradient_is_written_into_the_array_it_had(monkeypatch):
     monkeypatch.setattr(_cupy_gemm, "MIN_SECONDS", 0.0)
     rng = np.random.default_rng(4)
     x, g = big(rng, 6, 4), big(rng, 6, 5)
-    target = np.zeros((4, 5), np.float32)
+    target = aligned((4, 5))
     dW, _ = planner().weight_grad(x, g, target, bias=True)
     assert np.shares_memory(dW, target)
     np.testing.assert_allclose(target, x.T @ g, rtol=1e-5)
@@ -169,6 +202,10 @@ def test_one_plan_per_shape_reused_with_new_operands(monkeypatch):
         np.testing.assert_allclose(gemm.forward(x, W, b, relu=True), np.maximum(x @ W + b, 0))
     assert len(FakeMatmul.made) == gemm.plans() == 2
     assert [m.resets for m in FakeMatmul.made] == [2, 0]
+    # An input only 16-byte aligned (a batch sliced at an odd row, say) gets its own plan.
+    x = big(rng, 6, 4, offset=16)
+    np.testing.assert_allclose(gemm.forward(x, W, b, relu=True), np.maximum(x @ W + b, 0))
+    assert gemm.plans() == 3
 
 
 def test_precision_is_part_of_the_plan(monkeypatch):

@@ -135,6 +135,9 @@ class _Captured:
         self, graph: Any, inputs: tuple[Any, ...], value: Any, out: Any, slots: list[Any]
     ) -> None:
         self.graph, self.inputs, self.value, self.out = graph, inputs, value, out
+        #: The slots list it was captured with (``StepState`` makes a new one when the
+        #: optimizer's state is replaced: a reset, a load; the graph is then captured again).
+        self.slots = slots
         self.state = [(slot, slot.get()) for slot in slots if slot.key != "grad"]
 
     def prepare(self, batch: tuple[Any, ...], copy: Callable[[Any, Any], None]) -> None:
@@ -167,6 +170,9 @@ class GraphStep:
         self._prepare()
         key = tuple((b.shape, b.dtype.str) if b is not None else None for b in batch)
         captured = self._graphs.get(key)
+        if captured is not None and captured.slots is not self._slots():
+            del self._graphs[key]  # the optimizer's state was replaced: capture again
+            self._runs[key], captured = 0, None
         if captured is None:
             runs = self._runs.get(key, 0)
             self._runs[key] = runs + 1
@@ -228,6 +234,9 @@ class TorchGraphStep:
         self._prepare()
         key = tuple((tuple(b.shape), str(b.dtype)) if b is not None else None for b in batch)
         captured = self._graphs.get(key)
+        if captured is not None and captured.slots is not self._slots():
+            del self._graphs[key]  # the optimizer's state was replaced: capture again
+            self._runs[key], captured = 0, None
         if captured is None:
             runs = self._runs.get(key, 0)
             self._runs[key] = runs + 1

@@ -18,19 +18,27 @@ from typing import Any
 __all__ = ["Arena"]
 
 
+#: Each parameter's place in the buffers starts at a multiple of this many bytes: cuBLASLt
+#: plans a product for the alignment of the pointers it is given.
+ALIGN = 256
+
+
 class Arena:
     """Flat buffers for ``params`` (all of one dtype), made by ``cp`` (CuPy, or NumPy in
-    tests); the parameters' values and gradients become views of them."""
+    tests); the parameters' values and gradients become views of them (the gradients a
+    backward pass left are kept). Each view starts ``ALIGN`` bytes apart from the buffer's
+    start (the gaps are zeros the updates leave at zero)."""
 
     def __init__(self, cp: Any, params: Sequence[Any]) -> None:
         self.params = tuple(params)
         dtype = self.params[0].value.dtype
+        step = max(1, ALIGN // dtype.itemsize)
         bounds, start = [], 0
         for p in self.params:
             bounds.append((start, start + p.value.size, tuple(p.value.shape)))
-            start += p.value.size
+            start += -(-p.value.size // step) * step
         self._cp, self._bounds, self.dtype = cp, bounds, dtype
-        self.values = cp.empty(start, dtype=dtype)
+        self.values = cp.zeros(start, dtype=dtype)
         self.grads = cp.zeros(start, dtype=dtype)
         self.value_views = self._views(self.values)
         self.grad_views = self._views(self.grads)
@@ -39,6 +47,8 @@ class Arena:
         for p, view, grad in zip(self.params, self.value_views, self.grad_views):
             view[...] = p.value
             p.value = view
+            if p.grad is not None:  # the gradient of the step whose update makes the arena
+                grad[...] = p.grad
             p.grad = grad
 
     @staticmethod

@@ -10,7 +10,8 @@ Row-major arrays are column-major transposes of themselves, so no operand is cop
 - weight gradient ``dW = x.T @ g``: ``D = Matmul(g.T, x)`` with epilogue ``BGRADA`` (the sum
   of A over its columns: the bias gradient), D (out, in) column-major being ``dW`` in W's
   row-major layout; written in place into the gradient's own array where it has one;
-- input gradient ``dx = g @ W.T``: ``D = Matmul(W, g.T)``, (in, rows) column-major.
+- input gradient ``dx = g @ W.T``: ``D = Matmul(g, W.T)``, (rows, in) row-major like its
+  first operand (nvmath orders a result without epilogue or C as its A).
 
 On an H200 (``gpu-runs`` probes, 16384 x 1024 x 1024 float32) the ``RELU_BIAS`` product costs
 what the bare one does and ``BGRADA`` less than a separate bias-gradient kernel; the bitmask
@@ -110,7 +111,8 @@ class Gemm:
         out = g.shape[1]
         if not self._take(k, out, rows, x, g):
             return None
-        epilog = self._nv.MatmulEpilog.BGRADA if bias else None
+        # BGRADA sums A = g.T over its columns; nvmath's own tests leave out one row (out 1).
+        epilog = self._nv.MatmulEpilog.BGRADA if bias and out > 1 else None
         writable = dW is not None and _c_contiguous(dW) and dW.dtype == x.dtype
         c = dW.T if writable and dW.shape == (k, out) else None
         D = self._run(("weight", epilog), g.T, x, epilog=epilog, c=c)
@@ -126,8 +128,7 @@ class Gemm:
         k = W.shape[0]
         if not self._take(rows, k, out, g, W):
             return None
-        D = self._run(("input",), W, g.T)
-        return None if D is None else D.T
+        return self._run(("input",), g, W.T)
 
     # -- planning ---------------------------------------------------------------------------
     def _take(self, m: int, n: int, k: int, *arrays: Any) -> bool:
@@ -147,7 +148,11 @@ class Gemm:
         """Execute ``a @ b`` (into ``c`` in place, if given) with ``epilog``, planning it the
         first time its key is seen; None where cuBLASLt cannot plan it (remembered)."""
         tf32 = self._tf32() and np.dtype(a.dtype) == np.float32
-        key = (*what, a.shape, b.shape, str(a.dtype), tf32, c is not None)
+        # A plan holds the alignment of the pointers it was made for (cuBLASLt's algorithms
+        # assume it): operands aligned otherwise get plans of their own.
+        pointers = (a, b, c, *(inputs or {}).values())
+        aligned = tuple(_alignment(x) for x in pointers if x is not None)
+        key = (*what, a.shape, b.shape, str(a.dtype), tf32, c is not None, aligned)
         plan = self._plans.get(key, _UNPLANNED)
         if plan is None:
             return None
@@ -189,6 +194,12 @@ class Gemm:
     def plans(self) -> int:
         """How many products are planned (for ``python -m polynn info`` and the tests)."""
         return sum(plan is not None for plan in self._plans.values())
+
+
+def _alignment(a: Any) -> int:
+    """The largest power of two up to 256 that the address of ``a``'s data is a multiple of."""
+    ptr = a.data.ptr
+    return 256 if ptr % 256 == 0 else ptr & -ptr
 
 
 def _c_contiguous(a: Any) -> bool:

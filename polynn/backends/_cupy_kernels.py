@@ -44,11 +44,9 @@ _HALF = {
     "sigmoid": ("h * tanh(h * v) + h", "d * (u * (one - u))"),
     "tanh": ("tanh(v)", "d * (one - u * u)"),
     "relu": ("v * (float)(v > zero)", "d * (float)(u > zero)"),
-    "leaky_relu": (
-        "v * ((float)(v > zero) * (one - s) + s)", "d * ((float)(u > zero) * (one - s) + s)"
-    ),
+    "leaky_relu": ("v * ((float)(v > zero) * r + s)", "d * ((float)(u > zero) * r + s)"),
 }  # fmt: skip
-_HALF_PRELUDE = "const float zero = 0, one = 1, h = 0.5; float s = (float)slope;"
+_HALF_PRELUDE = "const float zero = 0, one = 1, h = 0.5; float s = (float)slope, r = (float)rest;"
 
 
 @functools.cache
@@ -67,12 +65,12 @@ def _elementwise(cupy: Any) -> dict[str, Any]:
     made = {}
     for act, (value, gradient) in _HALF.items():
         made[f"{act}_forward"] = kernel(
-            "T z, T b, T slope", "T y", f"{_HALF_PRELUDE} float v = (float)z + (float)b; "
-            f"y = (T)({value});", f"bias_{act}_half"
+            "T z, T b, T slope, T rest", "T y", f"{_HALF_PRELUDE} float v = (float)z + "
+            f"(float)b; y = (T)({value});", f"bias_{act}_half"
         )  # fmt: skip
         made[f"{act}_backward"] = kernel(
-            "T g, T y, T slope", "T gz", f"{_HALF_PRELUDE} float d = (float)g, u = (float)y; "
-            f"gz = (T)({gradient});", f"{act}_grad_half"
+            "T g, T y, T slope, T rest", "T gz", f"{_HALF_PRELUDE} float d = (float)g, "
+            f"u = (float)y; gz = (T)({gradient});", f"{act}_grad_half"
         )  # fmt: skip
     made["sgd"] = kernel("T g, raw T lr", "T p", "p = p - lr[0] * g;", "sgd")
     made["sgd_full"] = kernel(
@@ -109,14 +107,13 @@ def _elementwise(cupy: Any) -> dict[str, Any]:
         "adam",
     )
     made["rmsprop"] = kernel(
-        "T g, raw T lr, T rho, T eps, T mu, T wd, bool decay, bool centered, bool momentum",
+        "T g, raw T lr, T rho, T keep, T eps, T mu, T wd, bool decay, bool centered, bool momentum",
         "T p, T sq, raw T ga, raw T buf",
         """
-        const T one = 1;
         T d = decay ? g + wd * p : g;
-        sq = sq * rho; sq = sq + (one - rho) * (d * d);
+        sq = sq * rho; sq = sq + keep * (d * d);
         T avg = sq;
-        if (centered) { T a = ga[i] * rho; a = a + (one - rho) * d; ga[i] = a; avg = sq - a * a; }
+        if (centered) { T a = ga[i] * rho; a = a + keep * d; ga[i] = a; avg = sq - a * a; }
         T u = d / (sqrt(avg) + eps);
         if (momentum) { T w = buf[i] * mu; w = w + u; buf[i] = w; u = w; }
         p = p - lr[0] * u;
@@ -155,7 +152,7 @@ def _elementwise(cupy: Any) -> dict[str, Any]:
         """,
     )
     made["sum_of_squares"] = cupy.ReductionKernel(
-        "T x", "T y", "x * x", "a + b", "y = a", "0", "polynn_sum_of_squares"
+        "T x", "T y", "x * x", "a + b", "y = a", "0", "polynn_sum_of_squares", options=_OPTIONS
     )
     made["windows"] = kernel(
         "raw T x, int64 h, int64 w, int64 c, int64 kh, int64 kw, int64 oh, int64 ow, "
@@ -243,8 +240,8 @@ class CupyKernels(Kernels):
             return super().activation(name, dtype, negative_slope=negative_slope)
         if not self._vectorised(dtype):
             return self._half_activation(name, dtype, negative_slope)
-        code, slope = ACTIVATION_CODES[name], self._scalar(negative_slope, dtype)
-
+        code = ACTIVATION_CODES[name]
+        slope = (self._scalar(negative_slope, dtype), self._scalar(1.0 - negative_slope, dtype))
         cupy = self._cupy
 
         def forward(z: Any, b: Any) -> tuple[Any, Any]:
@@ -261,29 +258,31 @@ class CupyKernels(Kernels):
 
         return forward, backward
 
-    def _bias_act(self, z: Any, b: Any, y: Any, code: int, slope: Any) -> None:
+    def _bias_act(self, z: Any, b: Any, y: Any, code: int, slope: tuple[Any, Any]) -> None:
+        """``slope``: leaky ReLU's slope and one minus it, as scalars of ``z``'s dtype."""
         cols = z.shape[-1] if z.ndim else 1
         n = self._pack(z.dtype, z, b, y, cols=cols if b is not None else None)
         bias = np.uint64(0) if b is None else b  # a null pointer: no bias
-        args = (z, bias, y, np.int64(z.size), np.int64(cols), slope)
+        args = (z, bias, y, np.int64(z.size), np.int64(cols), *slope)
         self._launch(f"polynn_bias_act<T, {code}, {n}>", z.dtype, z.size // n, args)
 
-    def _act_grad(self, grad: Any, y: Any, code: int, slope: Any) -> None:
+    def _act_grad(self, grad: Any, y: Any, code: int, slope: tuple[Any, Any]) -> None:
         n = self._pack(grad.dtype, grad, y)
-        args = (grad, y, grad, np.int64(grad.size), slope)
+        args = (grad, y, grad, np.int64(grad.size), *slope)
         self._launch(f"polynn_act_grad<T, {code}, {n}>", grad.dtype, grad.size // n, args)
 
     def _half_activation(self, name: str, dtype: Any, slope: float) -> tuple[Forward, Backward]:
         made = _elementwise(self._cupy)
         forward_kernel, backward_kernel = made[f"{name}_forward"], made[f"{name}_backward"]
-        slope_, zero = self.constant(slope, dtype), self.constant(0.0, dtype)
+        s, r = self.constant(slope, dtype), self.constant(1.0 - slope, dtype)
+        zero = self.constant(0.0, dtype)
 
         def forward(z: Any, b: Any) -> tuple[Any, Any]:
-            y = forward_kernel(z, zero, slope_) if b is None else forward_kernel(z, b, slope_, z)
+            y = forward_kernel(z, zero, s, r) if b is None else forward_kernel(z, b, s, r, z)
             return y, y
 
         def backward(grad: Any, y: Any) -> Any:
-            return backward_kernel(grad, y, slope_, grad)
+            return backward_kernel(grad, y, s, r, grad)
 
         return forward, backward
 
@@ -297,8 +296,8 @@ class CupyKernels(Kernels):
             return y, None
         if not relu:  # the product is this call's own array: the activation runs in place
             if self._vectorised(y.dtype):
-                code, slope = ACTIVATION_CODES[act.name], self._scalar(act.slope, y.dtype)
-                self._bias_act(y, None, y, code, slope)
+                slope = (self._scalar(act.slope, y.dtype), self._scalar(1.0 - act.slope, y.dtype))
+                self._bias_act(y, None, y, ACTIVATION_CODES[act.name], slope)
             else:
                 y, _ = act.forward(y, None)
         return y, y
@@ -528,8 +527,9 @@ class CupyKernels(Kernels):
         average = arena.state(states, "grad_avg") if centered else square
         buffer = arena.state(states, "momentum") if momentum else square
         _elementwise(self._cupy)["rmsprop"](
-            arena.grads, scalars.lr, rho, eps, momentum, weight_decay, bool(weight_decay),
-            centered, bool(momentum), arena.values, square, average, buffer,
+            arena.grads, scalars.lr, rho, self._scalar(1.0 - rho, arena.dtype), eps, momentum,
+            weight_decay, bool(weight_decay), centered, bool(momentum), arena.values, square,
+            average, buffer,
         )  # fmt: skip
 
     def adagrad(

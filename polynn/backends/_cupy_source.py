@@ -20,29 +20,31 @@ ACTIVATION_CODES = {None: 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4
 SOURCE = r"""
 template <typename T, int N> struct __align__(sizeof(T) * N) Pack { T v[N]; };
 
+// s: leaky ReLU's slope; r = 1 - s, rounded from double on the host as the default's is.
 template <typename T, int K>
-__device__ __forceinline__ T act_value(T v, T s) {
-    const T h = (T)0.5, one = (T)1, zero = (T)0;
+__device__ __forceinline__ T act_value(T v, T s, T r) {
+    const T h = (T)0.5, zero = (T)0;
     if (K == 1) return h * tanh(h * v) + h;
     if (K == 2) return tanh(v);
     if (K == 3) return v * (T)(v > zero);
-    if (K == 4) return v * ((T)(v > zero) * (one - s) + s);
+    if (K == 4) return v * ((T)(v > zero) * r + s);
     return v;
 }
 
 template <typename T, int K>
-__device__ __forceinline__ T act_grad(T d, T u, T s) {
+__device__ __forceinline__ T act_grad(T d, T u, T s, T r) {
     const T one = (T)1, zero = (T)0;
     if (K == 1) return d * (u * (one - u));
     if (K == 2) return d * (one - u * u);
     if (K == 3) return d * (T)(u > zero);
-    if (K == 4) return d * ((T)(u > zero) * (one - s) + s);
+    if (K == 4) return d * ((T)(u > zero) * r + s);
     return d;
 }
 
 // y = act(z + b) with b a row of `cols` values (or none), over n = rows * cols values.
 template <typename T, int K, int N>
-__global__ void polynn_bias_act(const T* z, const T* b, T* y, long long n, long long cols, T s) {
+__global__ void polynn_bias_act(const T* z, const T* b, T* y, long long n, long long cols, T s,
+                                T r) {
     const long long packs = n / N;
     const long long step = (long long)gridDim.x * blockDim.x;
     const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -54,19 +56,19 @@ __global__ void polynn_bias_act(const T* z, const T* b, T* y, long long n, long 
             for (int k = 0; k < N; ++k) p.v[k] = p.v[k] + b[c + k];
         }
 #pragma unroll
-        for (int k = 0; k < N; ++k) p.v[k] = act_value<T, K>(p.v[k], s);
+        for (int k = 0; k < N; ++k) p.v[k] = act_value<T, K>(p.v[k], s, r);
         reinterpret_cast<Pack<T, N>*>(y)[i] = p;
     }
     for (long long e = packs * N + first; e < n; e += step) {
         T v = z[e];
         if (b != nullptr) v = v + b[e % cols];
-        y[e] = act_value<T, K>(v, s);
+        y[e] = act_value<T, K>(v, s, r);
     }
 }
 
 // out = d * act'(from the output u), over n values (out may be d itself).
 template <typename T, int K, int N>
-__global__ void polynn_act_grad(const T* d, const T* u, T* out, long long n, T s) {
+__global__ void polynn_act_grad(const T* d, const T* u, T* out, long long n, T s, T r) {
     const long long packs = n / N;
     const long long step = (long long)gridDim.x * blockDim.x;
     const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -74,11 +76,11 @@ __global__ void polynn_act_grad(const T* d, const T* u, T* out, long long n, T s
         Pack<T, N> g = reinterpret_cast<const Pack<T, N>*>(d)[i];
         const Pack<T, N> y = reinterpret_cast<const Pack<T, N>*>(u)[i];
 #pragma unroll
-        for (int k = 0; k < N; ++k) g.v[k] = act_grad<T, K>(g.v[k], y.v[k], s);
+        for (int k = 0; k < N; ++k) g.v[k] = act_grad<T, K>(g.v[k], y.v[k], s, r);
         reinterpret_cast<Pack<T, N>*>(out)[i] = g;
     }
     for (long long e = packs * N + first; e < n; e += step) {
-        out[e] = act_grad<T, K>(d[e], u[e], s);
+        out[e] = act_grad<T, K>(d[e], u[e], s, r);
     }
 }
 

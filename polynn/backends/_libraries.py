@@ -157,7 +157,10 @@ class CupyBackend(Backend):
     def _copy_in(self, a: np.ndarray) -> tuple[Any, Any]:
         """Copy ``a`` through pinned host memory on a stream of this thread's own, so that
         the copy overlaps the main stream's kernels; the returned function waits for the copy
-        (by then normally done) and only then releases the pinned buffer to CuPy's pool."""
+        (by then normally done) and only then releases the pinned buffer to CuPy's pool. The
+        array is allocated on the null stream, where it is used: its memory then goes back to
+        that stream's pool, which a later copy cannot take before the kernels reading it ran;
+        the copy waits for the null stream's work queued so far (what used that memory)."""
         cupy = self._cupy
         with self.device:
             pinned = cupy.cuda.alloc_pinned_memory(a.nbytes)
@@ -166,10 +169,10 @@ class CupyBackend(Backend):
             stream = getattr(self._copy_streams, "stream", None)
             if stream is None:  # one per prefetching thread, made once
                 stream = self._copy_streams.stream = cupy.cuda.Stream(non_blocking=True)
-            with stream:
-                x = cupy.empty(a.shape, a.dtype)
-                x.set(staged, stream=stream)
-                done = stream.record()
+            x = cupy.empty(a.shape, a.dtype)  # on the null stream, where it is read
+            stream.wait_event(cupy.cuda.Stream.null.record())
+            x.set(staged, stream=stream)
+            done = stream.record()
 
         def ready() -> None:
             nonlocal pinned
