@@ -162,3 +162,27 @@ def test_a_data_set_larger_than_the_memory_cap_streams_through(backend, big_file
     loss, val, predicted = done.stdout.split()
     assert float(loss) < 1e-6 and float(val) < 1e-6  # the targets are a linear function of X
     assert int(predicted) == rows
+
+
+def test_a_bad_batch_is_reported_while_the_source_still_blocks(backend):
+    """The stream yields a batch of the wrong shape, then blocks on its source. The error
+    must reach the caller without waiting for the source: here the source is released only
+    after ``fit`` has raised (or, should ``fit`` wait for it, after 20 s, and the test fails).
+    The worker thread ends once the source returns."""
+    X, y = data()
+    release, returned = threading.Event(), threading.Event()
+
+    def stuck():
+        yield X[:10, :2], y[:10]  # two features; the network takes three
+        release.wait(timeout=20)
+        returned.set()
+        yield X[:10], y[:10]
+
+    with pytest.raises(pn.PolynnValueError, match=r"X has shape \(10, 2\)"):
+        net(backend).fit(stuck, verbose=0)
+    assert not returned.is_set(), "fit waited for the blocked source before raising"
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name == "polynn-prefetch":
+            thread.join(timeout=20)
+            assert not thread.is_alive()
