@@ -20,7 +20,7 @@ from polynn.distributed import MPI, agreed
 from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.export import export_onnx
-from polynn.layers import Layer, Parameter, check_stack, fuse
+from polynn.layers import Layer, Parameter, check_declared, check_stack, fuse
 from polynn.layers.core import init_hint
 from polynn.losses import Loss, get_loss
 from polynn.optimizers import Optimizer, get_optimizer
@@ -100,6 +100,7 @@ class Sequential:
         self.params: list[Parameter] = [p for layer in layers for p in layer.params]
         #: Non-trainable arrays (running statistics), saved with the model.
         self.buffers: list[Parameter] = [b for layer in layers for b in layer.buffers]
+        check_declared(self.layers, self.params, self.buffers)
         #: float16's dynamic loss scaling (``polynn.precision``); it lasts across ``fit`` calls.
         self.loss_scale = LossScale() if self.dtype_name == "mixed_float16" else None
         #: The loss, metrics and optimizer of the last ``fit`` (or of the file it was loaded

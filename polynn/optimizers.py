@@ -70,7 +70,7 @@ class Optimizer:
         #: The learning-rate schedule, or None for a constant ``lr``.
         self.schedule = lr if isinstance(lr, Schedule) else None
         if self.schedule is not None:
-            self.lr = self.schedule(0)
+            self.lr = self.schedule.rate(0)
         else:
             self.lr = number(lr, f"{owner} lr", 0.0, low_open=True)
         self.clipnorm = _positive(clipnorm, owner, "clipnorm")
@@ -101,6 +101,11 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
+    def state_names(self) -> tuple[str, ...] | None:
+        """The names of the arrays ``step`` keeps per parameter (a file's state is checked
+        against them); None where they are not known (an optimizer of your own)."""
+        return None
+
     def updater(self) -> Callable[[], None]:
         """What a training step calls after the backward pass: ``step`` itself, or with the
         schedule's rate for this step set and the gradients clipped first."""
@@ -110,7 +115,7 @@ class Optimizer:
 
         def update() -> None:
             if per_step:
-                self.lr = self.schedule(self.iterations)
+                self.lr = self.schedule.rate(self.iterations)
             self.clip()
             self.step()
 
@@ -119,7 +124,7 @@ class Optimizer:
     def start_epoch(self) -> None:
         """Set the rate of a schedule that counts epochs (called before each epoch)."""
         if self.schedule is not None and self.schedule.per == "epoch":
-            self.lr = self.schedule(self.epochs)
+            self.lr = self.schedule.rate(self.epochs)
 
     def clip(self) -> None:
         """Clip the gradients as ``clipvalue`` and ``clipnorm`` say (no host round trip)."""
@@ -200,6 +205,9 @@ class SGD(Optimizer):
             raise PolynnValueError("SGD nesterov=True needs momentum > 0; got momentum=0.")
         self.nesterov = bool(nesterov)
 
+    def state_names(self) -> tuple[str, ...]:
+        return ("velocity",) if self.momentum else ()
+
     def step(self) -> None:
         if not self.params:
             return
@@ -241,6 +249,9 @@ class Adam(Optimizer):
         self.beta2 = number(beta2, f"{name} beta2", 0.0, 1.0)
         self.eps = number(eps, f"{name} eps", 0.0, low_open=True)
         self.weight_decay = number(weight_decay, f"{name} weight_decay", 0.0)
+
+    def state_names(self) -> tuple[str, ...]:
+        return ("m", "v")
 
     def step(self) -> None:
         self.iterations += 1
@@ -309,6 +320,12 @@ class RMSprop(Optimizer):
         self.centered = bool(centered)
         self.weight_decay = number(weight_decay, "RMSprop weight_decay", 0.0)
 
+    def state_names(self) -> tuple[str, ...]:
+        names = ["square_avg"]
+        names += ["grad_avg"] if self.centered else []
+        names += ["momentum"] if self.momentum else []
+        return tuple(names)
+
     def step(self) -> None:
         self.iterations += 1
         xp, rho, lr = self.xp, self.rho, self._lr()
@@ -364,6 +381,9 @@ class Adagrad(Optimizer):
         self.eps = number(eps, "Adagrad eps", 0.0, low_open=True)
         self.initial_accumulator = number(initial_accumulator, "Adagrad initial_accumulator", 0.0)
         self.weight_decay = number(weight_decay, "Adagrad weight_decay", 0.0)
+
+    def state_names(self) -> tuple[str, ...]:
+        return ("sum",)
 
     def step(self) -> None:
         self.iterations += 1

@@ -65,9 +65,10 @@ def spread(xp: Any, device: Any, grads: list[Any], stride: int, length: int) -> 
 class Conv1D(Layer):
     """``y[:, j, :] = b + sum_k x[:, stride * j + k - padding, :] @ W[k]``: a 1-d convolution
     (a cross-correlation, as in PyTorch's ``conv1d``) on inputs of shape (rows, length,
-    in_channels), zero-padded by ``padding`` at both ends. ``W`` has shape (kernel_size,
-    in_channels, out_channels), ``b`` (out_channels,). Weights start as a ``Dense``'s with
-    ``kernel_size * in_channels`` inputs (He-normal before the ReLU family, else Glorot)."""
+    in_channels), zero-padded by ``padding`` (less than ``kernel_size``) at both ends. ``W``
+    has shape (kernel_size, in_channels, out_channels), ``b`` (out_channels,). Weights start
+    as a ``Dense``'s with ``kernel_size * in_channels`` inputs (He-normal before the ReLU
+    family, else Glorot)."""
 
     def __init__(
         self,
@@ -82,6 +83,11 @@ class Conv1D(Layer):
         self.kernel_size = integer(kernel_size, "Conv1D kernel_size", 1)
         self.stride = integer(stride, "Conv1D stride", 1)
         self.padding = integer(padding, "Conv1D padding", 0)
+        if self.padding >= self.kernel_size:  # also bounds what a file can make it allocate
+            raise PolynnValueError(
+                f"Conv1D padding must be below kernel_size={self.kernel_size} (more padding "
+                f"only adds outputs that see no input); got {self.padding}."
+            )
         #: False for a network's first layer: its input gradient is never used.
         self.need_input_grad = True
 

@@ -29,6 +29,7 @@ __all__ = [
     "Softmax",
     "Tanh",
     "Shape",
+    "check_declared",
     "check_stack",
     "compatible",
     "describe",
@@ -116,11 +117,14 @@ class Layer:
         raise NotImplementedError
 
     def param_shapes(self) -> list[tuple[int, ...]]:
-        """The shapes of the parameters ``build`` creates (known before building it)."""
+        """The shapes of the parameters ``build`` creates, in order, computed from the
+        constructor's arguments alone: ``pn.load`` checks a file's arrays against them before
+        reading any. A layer with weights must override it (a model refuses a layer whose
+        parameters do not have the shapes it declares)."""
         return []
 
     def buffer_shapes(self) -> list[tuple[int, ...]]:
-        """The shapes of the ``buffers`` ``build`` creates (known before building it)."""
+        """The shapes of the ``buffers`` ``build`` creates, as ``param_shapes``."""
         return []
 
     def input_shape(self) -> Shape | None:
@@ -384,6 +388,37 @@ def check_layers(layers: Sequence[Any], owner: str, what: str, example: str) -> 
             raise PolynnTypeError(
                 f"{what} {i} must be a polynn layer such as {example}; got {type(layer).__name__}."
             )
+
+
+def check_declared(
+    layers: Sequence[Layer], params: Sequence[Parameter], buffers: Sequence[Parameter]
+) -> None:
+    """Refuse a built stack whose parameters or buffers differ from what its layers declare
+    (``param_shapes``, ``buffer_shapes``), or are no longer those ``params`` and ``buffers``
+    (a model's lists, taken when it was built): a file of such a model could not be loaded."""
+    for inner in (deep for layer in layers for deep in nested(layer)):
+        for kind, method, arrays in (
+            ("parameters", "param_shapes", inner.params),
+            ("buffers", "buffer_shapes", inner.buffers),
+        ):
+            have = [tuple(a.value.shape) for a in arrays]
+            declared = [tuple(shape) for shape in getattr(inner, method)()]
+            if have != declared:
+                raise PolynnValueError(
+                    f"{inner!r} has {kind} of shapes {have}, but its {method}() declares "
+                    f"{declared}: a layer with weights declares their shapes, computed from "
+                    f"its constructor's arguments, in {method}(), so that pn.load can check a "
+                    "file before reading it."
+                )
+    mine = [p for layer in layers for p in layer.params]
+    kept = [b for layer in layers for b in layer.buffers]
+    if [id(p) for p in mine] != [id(p) for p in params] or [id(b) for b in kept] != [
+        id(b) for b in buffers
+    ]:
+        raise PolynnValueError(
+            "a layer replaced its parameters or buffers after the model was built: create "
+            "them in build(), and update their .value in place of new Parameter objects."
+        )
 
 
 def check_stack(layers: tuple[Layer, ...]) -> tuple[Shape | None, Shape | None]:
