@@ -84,6 +84,8 @@ def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
         "optimizer": None,
         "rng": net._rng.state,
         "loss_scale": None,
+        "epochs_trained": net.epochs_trained,
+        "checkpoint_best": {name: list(best) for name, best in net.checkpoint_best.items()},
     }
     if net.loss_unknown and net.loss is None:
         training["loss"] = "unknown"
@@ -270,12 +272,30 @@ def restore(
             net.optimizer = _optimizer(
                 training["optimizer"], net, arrays[n_params + n_buffers :], custom_objects
             )
+        # (absent before format 3: the optimizer's count of epochs, and no best recorded)
+        epochs = training.get("epochs_trained", net.optimizer.epochs if net.optimizer else 0)
+        net.epochs_trained = checks.integer(epochs, "epochs_trained", 0)
+        net.checkpoint_best = _checkpoint_best(training.get("checkpoint_best", {}))
         net._rng.state = training["rng"]
         if training.get("loss_scale") is not None:  # checked whatever dtype it loads in
             scale = _loss_scale(training["loss_scale"], LossScale().growth_interval)
             if net.loss_scale is not None:
                 net.loss_scale.scale, net.loss_scale.clean_steps = scale
     return net
+
+
+def _checkpoint_best(value: Any) -> dict[str, tuple[str, float]]:
+    """A file's ``checkpoint_best``: ``{figure: [mode, finite value]}``."""
+    if not isinstance(value, dict):
+        raise PolynnValueError(f"checkpoint_best is {value!r}; expected {{figure: [mode, value]}}")
+    best = {}
+    for name, entry in value.items():
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in ("min", "max")):
+            raise PolynnValueError(
+                f"checkpoint_best[{name!r}] is {entry!r}; expected [mode, value]"
+            )
+        best[name] = (entry[0], checks.number(entry[1], f"checkpoint_best[{name!r}]", -math.inf))
+    return best
 
 
 def _take(net: Sequential, targets: list[Parameter], arrays: list[Any]) -> None:

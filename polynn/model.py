@@ -15,7 +15,7 @@ from polynn._checks import path as checks_path
 from polynn.backends import POLICIES, Backend, check_matmul_precision, dtype_name, get
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
-from polynn.data import inputs, pairs, weights
+from polynn.data import inputs, normalised, pairs, weights
 from polynn.distributed import MPI, agreed
 from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
@@ -110,6 +110,12 @@ class Sequential:
         self.optimizer: Optimizer | None = None
         #: True for a model loaded from a format-1 file, which does not record its loss.
         self.loss_unknown = False
+        #: Epochs trained, across ``fit`` calls and files (``ModelCheckpoint``'s ``{epoch}``
+        #: and ``CSVLogger``'s epoch column count them).
+        self.epochs_trained = 0
+        #: The best value of each figure a ``ModelCheckpoint(save_best_only=True)`` monitored,
+        #: ``{name: (mode, value)}``; kept across ``fit`` calls and in files.
+        self.checkpoint_best: dict[str, tuple[str, float]] = {}
         self.stop_training = False
         self._last_output_shape: tuple[int, ...] | None = None
 
@@ -188,11 +194,21 @@ class Sequential:
             out = chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=0)
             out = xp.astype(out, self.dtype, copy=False)
             if not bool(xp.all(xp.isfinite(out))):
-                raise PolynnValueError(
-                    f"the network's output is not finite for some rows: the inputs overflow "
-                    f"{self.dtype_name} inside the network; scale them, or use dtype='float64'."
-                )
+                raise self._overflow("the network's output is not finite for some rows")
             return out
+
+    def _overflow(self, what: str) -> PolynnValueError:
+        """The error of ``predict`` and ``evaluate`` for figures that are not finite: the
+        inputs were checked to fit the dtype, so the network's arithmetic overflowed; the
+        largest weight tells whether training diverged."""
+        xp = self.backend.xp
+        largest = max((float(xp.max(xp.abs(p.value))) for p in self.params), default=0.0)
+        return PolynnValueError(
+            f"{what}: the network's arithmetic overflows {self.dtype_name} for these inputs "
+            f"(its largest weight is {largest:.3g}). If training diverged (weights that large "
+            "suggest it), train again with a lower learning rate; otherwise scale the inputs, "
+            "or use dtype='float64'."
+        )
 
     # -- training ---------------------------------------------------------------------------
     def fit(
@@ -296,8 +312,7 @@ class Sequential:
                 if validation_split:
                     X, y, validation = split(X, y, validation_split)
                     if w is not None:  # the training rows' weights, averaging 1 again
-                        w = w[: X.shape[0], ...]
-                        w = w * (X.shape[0] / float(self.backend.xp.sum(w)))
+                        w = normalised(self, w[: X.shape[0], ...], "training rows")
                 elif validation_data is not None:
                     validation = pairs(self, *validation_data, loss)
                 else:
@@ -395,7 +410,8 @@ class Sequential:
             batches = StreamBatches(X, check, self.backend, self.dtype)
             with self.backend.context(self.matmul_precision), self._half_weights():
                 with self._inference():
-                    return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend)
+                    scores = score_batches(layers, batches.epoch(), loss, metric_fns, self.backend)
+            return self._finite(scores)
         dist = distributed_check(distributed)
         if dist is not None and sample_weight is not None:
             raise PolynnValueError("sample_weight is not supported with distributed= yet.")
@@ -404,7 +420,14 @@ class Sequential:
                 X, y = pairs(self, X, y, loss)
                 w = None if sample_weight is None else weights(self, y, loss, sample_weight)
             layers = layers_for(self._layers, loss)
-            return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w)
+            scores = score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w)
+        return self._finite(scores)
+
+    def _finite(self, scores: dict[str, float]) -> dict[str, float]:
+        """``evaluate``'s figures, or, for a loss that is not finite, ``predict``'s error."""
+        if not math.isfinite(scores["loss"]):
+            raise self._overflow(f"the loss is {scores['loss']}")
+        return scores
 
     # -- description ------------------------------------------------------------------------
     def count_params(self) -> int:
@@ -542,6 +565,8 @@ class Sequential:
                 mine_layer.set_state(their_layer.get_state())
             net._rng.state = self._rng.state
             net.metrics, net.loss_unknown = self.metrics, self.loss_unknown
+            net.epochs_trained = self.epochs_trained
+            net.checkpoint_best = dict(self.checkpoint_best)
             net.loss = None if self.loss is None else get_loss(copy.copy(self.loss), net.backend)
             if self.optimizer is not None:
                 net.optimizer = self.optimizer.copy_for(net.params, net.backend)

@@ -490,8 +490,8 @@ def epochs_of(
             bad = next(i for i, v in enumerate(batch_losses) if not isfinite(v))
             raise TrainingDivergedError(
                 f"training diverged at epoch {epoch + 1}/{epochs}, batch {bad + 1}/"
-                f"{len(batches)}: the loss is {batch_losses[bad]}. Try a lower learning rate "
-                f"(this optimizer has lr={optimizer.lr:g}), or scale the inputs."
+                f"{len(batches)}: the loss is {batch_losses[bad]}"
+                + divergence_hint(epoch == 0 and bad == 0, optimizer, scaler)
             )
         logs["lr"] = optimizer.lr
         if scaler is not None:
@@ -500,11 +500,38 @@ def epochs_of(
         yield logs
 
 
+def divergence_hint(first_step: bool, optimizer: Optimizer, scaler: LossScale | None) -> str:
+    """What a divergence message suggests after the loss: the learning rate cannot be the
+    cause when the very first batch of a ``fit`` diverged (no update had been made), and a
+    float16 model's activations overflow at 65504."""
+    half = (
+        "this model computes in float16, whose largest value is 65504: values beyond it "
+        "inside the network overflow; scale the inputs, or use dtype='mixed_bfloat16' or "
+        "'float32'"
+    )
+    if first_step:
+        cause = (
+            half
+            if scaler is not None
+            else (
+                "the network's output overflows for these inputs (with the weights it has); "
+                "scale the inputs"
+            )
+        )
+        return f" before any update of this fit, so the learning rate is not the cause: {cause}."
+    hint = (
+        f". Try a lower learning rate (this optimizer has lr={optimizer.lr:g}), or scale the "
+        "inputs."
+    )
+    return hint + (f" Note that {half}." if scaler is not None else "")
+
+
 class Snapshot:
-    """A copy of the weights to go back to when training diverges: taken before ``fit``
-    starts and again at the end of each epoch but the last (at the end of the one before the
-    last only, when each epoch is one guarded step: see ``make_step``). It costs one copy of
-    the parameters in memory, and one copy operation per epoch."""
+    """A copy of the weights and buffers (running statistics) to go back to when training
+    diverges: taken before ``fit`` starts and again at the end of each epoch but the last (at
+    the end of the one before the last only, when each epoch is one guarded step: see
+    ``make_step``). It costs one copy of the parameters in memory, and one copy operation per
+    epoch. ``params``: every array to keep, parameters and buffers alike."""
 
     def __init__(self, params: Sequence[Any], backend: Backend) -> None:
         self.params, self.xp, self.inplace = params, backend.xp, backend.inplace
@@ -520,7 +547,8 @@ class Snapshot:
         self.epochs_done = epochs_done
 
     def finite(self) -> bool:
-        """Whether the model's current weights are all finite (one read from the device)."""
+        """Whether the model's current weights and buffers are all finite (one read from the
+        device)."""
         xp = self.xp
         return bool(xp.all(xp.stack([xp.all(xp.isfinite(p.value)) for p in self.params])))
 
@@ -584,7 +612,9 @@ def train(
     model.stop_training = False
     progress = Progress(epochs, len(batches) or None, verbose)  # None: a stream, not known
     tick = progress.batch_done if progress.per_batch else None
-    guarded = len(batches) == 1 and dist is None
+    # A guarded step skips a diverging update, but a forward pass has already changed the
+    # buffers (BatchNorm's running statistics): a model with buffers snapshots every epoch.
+    guarded = len(batches) == 1 and dist is None and not model.buffers
     if dist is not None:
         step = make_distributed_step(
             layers, loss, optimizer, model, dist, batches.sizes, batches.offsets
@@ -593,7 +623,7 @@ def train(
         step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded)
     else:
         step = make_step(layers, loss, optimizer, guarded=guarded)
-    snapshot = Snapshot(model.params, backend)
+    snapshot = Snapshot([*model.params, *model.buffers], backend)
 
     # Before each epoch: an epoch-counting schedule, and the callbacks that want to know.
     starters = [cb for cb in callbacks if type(cb).on_epoch_begin is not Callback.on_epoch_begin]
@@ -624,6 +654,7 @@ def train(
                 begin if starters or per_epoch else None,
             )
         ):
+            model.epochs_trained += 1
             if validation is not None:
                 set_training(model.layers, False)  # validation infers
                 with model._half_weights():

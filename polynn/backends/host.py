@@ -33,6 +33,7 @@ __all__ = [
     "HostRNG",
     "weights_to_come",
     "log_softmax",
+    "mean_one",
     "read_model",
     "softmax",
     "to_numpy",
@@ -122,6 +123,18 @@ class HostRNG:
                 f"({type(exc).__name__}: {exc})."
             ) from None
         generator.state = value
+
+
+def mean_one(w: np.ndarray) -> np.ndarray | None:
+    """Non-negative weights scaled, in float64, to average 1 (None if all are 0). They are
+    divided by the largest first, so that no sum overflows (weights of 1e308) and tiny ones
+    (1e-40, below float32's normal range) keep their ratios."""
+    w = np.asarray(w, dtype=np.float64).reshape(-1)
+    largest = w.max()
+    if not largest > 0:
+        return None
+    w = w / largest
+    return w * (w.size / w.sum())
 
 
 _LOADING = threading.local()

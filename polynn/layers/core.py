@@ -92,6 +92,10 @@ class Layer:
     init: ClassVar[str | None] = "glorot_uniform"
     #: Set once a model has built the layer: a layer belongs to one model.
     built = False
+    #: Whether every output lies in [0, 1] (``Sigmoid``, ``Softmax``): ``loss="bce"`` takes
+    #: a network that ends with such a layer. A layer of your own that gives probabilities
+    #: sets it.
+    probabilities: ClassVar[bool] = False
 
     #: What the layer's inputs and outputs hold: a mixed-precision model sets its half type
     #: here before ``build`` (see ``polynn.precision``); None means the parameters' dtype.
@@ -284,6 +288,7 @@ class Sigmoid(Activation):
     """``y = 1 / (1 + exp(-x))``, computed as ``(tanh(x / 2) + 1) / 2`` so it never overflows."""
 
     kind = "sigmoid"
+    probabilities = True
 
 
 class Tanh(Activation):
@@ -320,6 +325,8 @@ class Softmax(Layer):
     Before ``loss="cross_entropy"`` a final Softmax is fused into the loss (which takes
     logits), so it is never applied twice.
     """
+
+    probabilities = True
 
     def forward(self, x: Any) -> Any:
         xp = self.xp
