@@ -35,6 +35,9 @@ class Callback:
     """
 
     model: Sequential
+    #: Whether the callback may set the model's weights (``EarlyStopping`` restoring the best
+    #: ones): under ``distributed=`` every rank must then have it, which ``fit`` checks.
+    sets_weights = False
 
     def set_model(self, model: Sequential) -> None:
         self.model = model
@@ -97,6 +100,7 @@ class EarlyStopping(Callback):
         self.patience = integer(patience, "EarlyStopping patience", 0)
         self.min_delta = number(min_delta, "EarlyStopping min_delta", 0.0)
         self.restore_best_weights = restore_best_weights
+        self.sets_weights = bool(restore_best_weights)
 
     def on_train_begin(self, logs: dict[str, float]) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf

@@ -31,10 +31,12 @@ from polynn.training import (
     check_callbacks,
     layers_for,
     metrics_for,
+    model_settings,
     run,
     score,
     score_batches,
     set_training,
+    settings,
     spans,
     split,
     train,
@@ -254,6 +256,41 @@ class Sequential:
         or a function returning a new one for each epoch (``polynn.streaming``); the next
         batches are read and copied to the device while the current one computes.
         """
+        dist = distributed_check(distributed)
+        facts: dict[str, Any] = {}  # what every rank must have alike (distributed)
+        with self.backend.context(self.matmul_precision):
+            with agreed(dist, facts):  # a bad argument, bad data or other settings on one
+                prepared = self._prepare_fit(  # rank stop every rank
+                    X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                    shuffle=shuffle, verbose=verbose, metrics=metrics,
+                    validation_data=validation_data, validation_split=validation_split,
+                    callbacks=callbacks, sample_weight=sample_weight, class_weight=class_weight,
+                    dist=dist, facts=facts,
+                )  # fmt: skip
+            return self._train(*prepared, verbose=int(verbose), dist=dist)
+
+    def _prepare_fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        loss: str | Loss | None,
+        optimizer: str | Optimizer | None,
+        epochs: int,
+        batch_size: int | None,
+        shuffle: bool,
+        verbose: int,
+        metrics: Sequence[str] | None,
+        validation_data: tuple[Any, Any] | None,
+        validation_split: float,
+        callbacks: Sequence[Callback] | None,
+        sample_weight: Any,
+        class_weight: dict[int, float] | None,
+        dist: MPI | None,
+        facts: dict[str, Any],
+    ) -> tuple[Any, ...]:
+        """``fit``'s arguments checked and its data assembled: the positional arguments of
+        ``_train``. Under ``dist``, ``facts`` receives the settings every rank must share."""
         epochs = integer(epochs, "epochs", 0)
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
@@ -268,7 +305,7 @@ class Sequential:
             raise PolynnTypeError("validation_data must be a pair (X_val, y_val).")
         stream = _stream_or_pair(X, y, "fit")
         if stream and (batch_size is not None or validation_split or sample_weight is not None
-                       or class_weight is not None or distributed is not None):  # fmt: skip
+                       or class_weight is not None or dist is not None):  # fmt: skip
             raise PolynnValueError(
                 "with a stream of batches, the stream makes the batches: batch_size, "
                 "validation_split, sample_weight, class_weight and distributed do not apply "
@@ -284,7 +321,6 @@ class Sequential:
         metrics = self._metrics(metrics)
         metric_fns = metrics_for(metrics, loss, self.n_outputs)
         callbacks = check_callbacks(callbacks)
-        dist = distributed_check(distributed)
         if dist is not None and self.mixed:
             raise PolynnValueError(
                 f"distributed training runs in float32 or float64; dtype={self.dtype_name!r} "
@@ -294,36 +330,33 @@ class Sequential:
             raise PolynnValueError(
                 "sample_weight and class_weight are not supported with distributed= yet."
             )
-        with self.backend.context(self.matmul_precision):
-            with agreed(dist):  # bad data on one rank stops every rank
-                if stream:
-                    validation = None
-                    if validation_data is not None:
-                        validation = pairs(self, *validation_data, loss)
-                    batches = StreamBatches(
-                        X, lambda x, y: pairs(self, x, y, loss), self.backend, self.dtype
-                    )
-                    return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
-                                       validation, callbacks, verbose, None)  # fmt: skip
-                X, y = pairs(self, X, y, loss)
-                w = None
-                if sample_weight is not None or class_weight is not None:
-                    w = weights(self, y, loss, sample_weight, class_weight)
-                if validation_split:
-                    X, y, validation = split(X, y, validation_split)
-                    if w is not None:  # the training rows' weights, averaging 1 again
-                        w = normalised(self, w[: X.shape[0], ...], "training rows")
-                elif validation_data is not None:
-                    validation = pairs(self, *validation_data, loss)
-                else:
-                    validation = None
-            if dist is not None and dist.sharded:
-                batch_size = dist.local_batch_size(batch_size)
-            batches = ArrayBatches(
-                X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng, w=w
+        if stream:
+            validation = None if validation_data is None else pairs(self, *validation_data, loss)
+            batches = StreamBatches(
+                X, lambda x, y: pairs(self, x, y, loss), self.backend, self.dtype
             )
-            return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
-                               validation, callbacks, verbose, dist)  # fmt: skip
+            return batches, loss, optimizer, metrics, metric_fns, epochs, validation, callbacks
+        X, y = pairs(self, X, y, loss)
+        w = None
+        if sample_weight is not None or class_weight is not None:
+            w = weights(self, y, loss, sample_weight, class_weight)
+        if validation_split:
+            X, y, validation = split(X, y, validation_split)
+            if w is not None:  # the training rows' weights, averaging 1 again
+                w = normalised(self, w[: X.shape[0], ...], "training rows")
+        elif validation_data is not None:
+            validation = pairs(self, *validation_data, loss)
+        else:
+            validation = None
+        if dist is not None:
+            facts.update(settings(self, loss, optimizer, metrics, epochs, batch_size, shuffle, X,
+                                  validation, dist))  # fmt: skip
+            if dist.sharded:
+                batch_size = dist.local_batch_size(batch_size)
+        batches = ArrayBatches(
+            X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng, w=w
+        )
+        return batches, loss, optimizer, metrics, metric_fns, epochs, validation, callbacks
 
     def _train(
         self,
@@ -415,10 +448,13 @@ class Sequential:
         dist = distributed_check(distributed)
         if dist is not None and sample_weight is not None:
             raise PolynnValueError("sample_weight is not supported with distributed= yet.")
+        facts: dict[str, Any] = {}
         with self.backend.context(self.matmul_precision), self._half_weights(), self._inference():
-            with agreed(dist):
+            with agreed(dist, facts):
                 X, y = pairs(self, X, y, loss)
                 w = None if sample_weight is None else weights(self, y, loss, sample_weight)
+                if dist is not None:
+                    facts.update(model_settings(self, loss, metric_fns, X, dist))
             layers = layers_for(self._layers, loss)
             scores = score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w)
         return self._finite(scores)

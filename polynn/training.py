@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from polynn.backends import Backend
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
-from polynn.distributed import MPI, agreed, weighted_means
+from polynn.distributed import MPI, weighted_means
 from polynn.errors import PolynnTypeError, PolynnValueError, TrainingDivergedError
 from polynn.layers import Identity, Layer, Softmax, nested
 from polynn.losses import BinaryCrossEntropy, CrossEntropy, Loss
@@ -45,6 +45,7 @@ __all__ = [
     "RankBatches",
     "Snapshot",
     "Summary",
+    "call_back",
     "check_callbacks",
     "epochs_of",
     "layers_for",
@@ -52,10 +53,12 @@ __all__ = [
     "make_mixed_step",
     "make_step",
     "metrics_for",
+    "model_settings",
     "run",
     "score",
     "score_batches",
     "set_training",
+    "settings",
     "spans",
     "split",
     "train",
@@ -81,6 +84,57 @@ def split(X: Any, y: Any, fraction: float) -> tuple[Any, Any, tuple[Any, Any]]:
             f"{X.shape[0] - keep} for validation; both need at least one."
         )
     return X[:keep, ...], y[:keep, ...], (X[keep:, ...], y[keep:, ...])
+
+
+def settings(
+    model: Sequential,
+    loss: Loss,
+    optimizer: Optimizer,
+    metrics: list[str] | None,
+    epochs: int,
+    batch_size: int | None,
+    shuffle: bool,
+    X: Any,
+    validation: tuple[Any, Any] | None,
+    dist: MPI,
+) -> dict[str, Any]:
+    """What every rank of data-parallel training must have alike, as ``MPI.agree`` compares
+    it: any difference would make the ranks' collectives differ (a hang, or MPI aborting on a
+    message of another size) or their models drift apart silently. Replicated, the ranks
+    also pass the same rows (sharded, their own)."""
+    facts = {
+        **model_settings(model, loss, metrics, X, dist),
+        "optimizer": repr(optimizer),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "shuffle": bool(shuffle),
+        "validation data": validation is not None,
+    }
+    if not dist.sharded:
+        rows = X.shape[0]
+        facts["data"] = f"{rows} rows in {len(spans(rows, batch_size))} batches"
+        if validation is not None:
+            facts["validation rows"] = validation[0].shape[0]
+    return facts
+
+
+def model_settings(
+    model: Sequential, loss: Loss, metrics: Iterable[str] | None, X: Any, dist: MPI
+) -> dict[str, Any]:
+    """What every rank must have alike to train or score together (``settings``): the
+    model, the loss, the metrics and, replicated, the rows."""
+    facts = {
+        "dtype": model.dtype_name,
+        "shapes of the parameters and buffers": [
+            tuple(p.value.shape) for p in [*model.params, *model.buffers]
+        ],
+        "loss": repr(loss),
+        "metrics": list(metrics or []),
+        "sharded": dist.sharded,
+    }
+    if not dist.sharded:
+        facts["data"] = f"{X.shape[0]} rows"
+    return facts
 
 
 class ArrayBatches:
@@ -398,13 +452,18 @@ def score(
     )
     if dist is None:
         return score_batches(layers, batches, loss, metrics, backend)
-    values, counts, _ = _passes(layers, batches, loss, metrics, backend, by_rows=True)
-    local = [
-        sum(Summary([], {}, backend).to_host(v)) if v else 0.0 for v in (values, *counts.values())
-    ]
-    total = dist.sum_floats([*local, float(X.shape[0])], backend)
-    rows = total[-1]
-    return {"loss": total[0] / rows, **{name: c / rows for name, c in zip(counts, total[1:-1])}}
+    error, local = None, [0.0] * (1 + len(metrics))
+    try:  # a failure here must reach the other ranks, which wait in the sum below
+        values, counts, _ = _passes(layers, batches, loss, metrics, backend, by_rows=True)
+        to_host = Summary([], {}, backend).to_host
+        local = [sum(to_host(v)) if v else 0.0 for v in (values, *counts.values())]
+    except Exception as exc:
+        error = exc
+    total = dist.sum_floats([*local, float(X.shape[0]), float(error is not None)], backend)
+    if total[-1]:
+        dist.agree(error)
+    rows = total[-2]
+    return {"loss": total[0] / rows, **{name: c / rows for name, c in zip(metrics, total[1:-2])}}
 
 
 def score_batches(
@@ -608,8 +667,10 @@ def train(
     callbacks = [history, *callbacks]
     for cb in callbacks:
         cb.set_model(model)
-        cb.on_train_begin({})
     model.stop_training = False
+    setters = [type(cb).__name__ for cb in callbacks if cb.sets_weights]
+    call_back(dist, model, callbacks, "on_train_begin", {},
+              facts=lambda: {"callbacks that set the weights": setters})  # fmt: skip
     progress = Progress(epochs, len(batches) or None, verbose)  # None: a stream, not known
     tick = progress.batch_done if progress.per_batch else None
     # A guarded step skips a diverging update, but a forward pass has already changed the
@@ -631,8 +692,8 @@ def train(
 
     def begin(epoch: int) -> None:
         optimizer.start_epoch()
-        for cb in starters:
-            cb.on_epoch_begin(epoch, {})
+        if starters or dist is not None:  # every rank agrees, also one with no such callback
+            call_back(dist, model, starters, "on_epoch_begin", epoch, {})
 
     if model.loss_scale is not None:  # float16's scale as this fit found it
         scale = (model.loss_scale.scale, model.loss_scale.clean_steps)
@@ -651,7 +712,7 @@ def train(
                 tick,
                 model.loss_scale,
                 dist,
-                begin if starters or per_epoch else None,
+                begin if starters or per_epoch or dist is not None else None,
             )
         ):
             model.epochs_trained += 1
@@ -674,13 +735,8 @@ def train(
                 snapshot.take(epoch + 1)
             if progress.enabled:
                 progress.end_epoch(logs)
-            if dist is None:
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, logs)
-            else:
-                with agreed(dist):  # a callback that raises on one rank stops every rank
-                    for cb in callbacks:
-                        cb.on_epoch_end(epoch, logs)
+            call_back(dist, model, callbacks, "on_epoch_end", epoch, logs,
+                      facts=lambda: {"learning rate": optimizer.lr})  # fmt: skip
             if model.stop_training:
                 break
         if epochs and not snapshot.finite():
@@ -710,6 +766,31 @@ def train(
     finally:
         set_training(model.layers, False)
         progress.close()
-    for cb in callbacks:
-        cb.on_train_end(logs)
+    call_back(dist, model, callbacks, "on_train_end", logs)
     return history
+
+
+def call_back(
+    dist: MPI | None,
+    model: Sequential,
+    callbacks: Sequence[Callback],
+    hook: str,
+    *args: Any,
+    facts: Callable[[], dict[str, Any]] | None = None,
+) -> None:
+    """Call ``hook`` of each callback in turn. Under ``dist`` every rank then agrees, in one
+    collective (``MPI.agree``): an error on any rank raises on every rank, a stop
+    (``model.stop_training``) asked on any rank stops every rank, and ``facts()``, taken
+    after the callbacks, must be alike on every rank."""
+    if dist is None:
+        for cb in callbacks:
+            getattr(cb, hook)(*args)
+        return
+    error = None
+    try:
+        for cb in callbacks:
+            getattr(cb, hook)(*args)
+    except Exception as exc:
+        error = exc
+    stop = model.stop_training
+    model.stop_training = dist.agree(error, stop=stop, facts=None if facts is None else facts())
