@@ -568,21 +568,12 @@ def divergence_hint(first_step: bool, optimizer: Optimizer, scaler: LossScale | 
         "inside the network overflow; scale the inputs, or use dtype='mixed_bfloat16' or "
         "'float32'"
     )
-    if first_step:
-        cause = (
-            half
-            if scaler is not None
-            else (
-                "the network's output overflows for these inputs (with the weights it has); "
-                "scale the inputs"
-            )
-        )
-        return f" before any update of this fit, so the learning rate is not the cause: {cause}."
-    hint = (
-        f". Try a lower learning rate (this optimizer has lr={optimizer.lr:g}), or scale the "
-        "inputs."
-    )
-    return hint + (f" Note that {half}." if scaler is not None else "")
+    if not first_step:
+        hint = f". Try a lower learning rate (this optimizer has lr={optimizer.lr:g}), or "
+        return hint + "scale the inputs." + (f" Note that {half}." if scaler is not None else "")
+    overflow = "the network's output overflows for these inputs (with the weights it has); "
+    cause = half if scaler is not None else overflow + "scale the inputs"
+    return f" before any update of this fit, so the learning rate is not the cause: {cause}."
 
 
 class Snapshot:
