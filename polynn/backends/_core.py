@@ -193,7 +193,9 @@ class Backend:
             )
         a = check_host_array(data, name)
         if dtype is not None:
-            a = cast_host_array(a, dtype_name(self.dtype(dtype)), name)
+            cast = cast_host_array(a, dtype_name(self.dtype(dtype)), name)
+            private = private or (cast is not a and not np.may_share_memory(cast, a))
+            a = cast  # a cast made here is this call's own: NumPy keeps it without a copy
         return self.from_numpy(a, private=private)
 
     def _check_device_array(self, x: Any, dtype: Any, name: str) -> Any:
