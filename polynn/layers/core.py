@@ -417,11 +417,8 @@ def check_declared(
                     f"its constructor's arguments, in {method}(), so that pn.load can check a "
                     "file before reading it."
                 )
-    mine = [p for layer in layers for p in layer.params]
-    kept = [b for layer in layers for b in layer.buffers]
-    if [id(p) for p in mine] != [id(p) for p in params] or [id(b) for b in kept] != [
-        id(b) for b in buffers
-    ]:
+    held = [id(a) for layer in layers for a in (*layer.params, *layer.buffers)]
+    if held != [id(a) for a in (*params, *buffers)]:
         raise PolynnValueError(
             "a layer replaced its parameters or buffers after the model was built: create "
             "them in build(), and update their .value in place of new Parameter objects."
