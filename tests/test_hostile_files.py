@@ -190,6 +190,17 @@ def test_a_layer_that_declares_its_weights_round_trips(backend, tmp_path):
     np.testing.assert_allclose(pn.to_numpy(loaded.predict(X)), want, rtol=1e-12)
 
 
+def test_a_layer_that_replaces_its_parameters_after_build_is_refused_at_save(backend, tmp_path):
+    """The model trains and saves the Parameter objects it was built with: a file of a layer
+    that made new ones would hold weights the layer no longer uses."""
+    layer = Scaled()
+    net = pn.Sequential(layer, pn.Dense(3, 1), backend=backend, seed=0)
+    layer.w = pn.Parameter(net.backend.from_numpy(np.full(3, 2.0), net.dtype), "w")
+    layer.params = (layer.w,)
+    with pytest.raises(pn.PolynnValueError, match="replaced its parameters"):
+        net.save(tmp_path / "m.npz")
+
+
 # -- 13. crafted files: a PolynnFileError at load, never a bare exception ------------------------
 def _set(*keys, value):
     def edit(config):

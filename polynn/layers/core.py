@@ -417,7 +417,9 @@ def check_declared(
                     f"its constructor's arguments, in {method}(), so that pn.load can check a "
                     "file before reading it."
                 )
-    held = [id(a) for layer in layers for a in (*layer.params, *layer.buffers)]
+    held = [
+        id(a) for kind in ("params", "buffers") for layer in layers for a in getattr(layer, kind)
+    ]
     if held != [id(a) for a in (*params, *buffers)]:
         raise PolynnValueError(
             "a layer replaced its parameters or buffers after the model was built: create "
