@@ -31,12 +31,12 @@ from polynn.errors import (
 
 __all__ = [
     "HostRNG",
-    "weights_to_come",
     "log_softmax",
     "mean_one",
     "read_model",
     "softmax",
     "to_numpy",
+    "weights_to_come",
     "write_bytes",
     "write_model",
 ]
