@@ -11,9 +11,12 @@ from typing import Any
 
 from polynn.errors import PolynnTypeError, PolynnValueError
 
+#: The largest count polynn takes (steps, epochs, sizes): what a signed 64-bit integer holds.
+MAX_INTEGER = 2**63 - 1
+
 
 def integer(value: Any, what: str, minimum: int) -> int:
-    """``value`` as an int no smaller than ``minimum``."""
+    """``value`` as an int no smaller than ``minimum`` and no larger than ``MAX_INTEGER``."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise PolynnTypeError(f"{what} must be an integer; got {value!r}.")
     try:
@@ -22,6 +25,9 @@ def integer(value: Any, what: str, minimum: int) -> int:
         raise PolynnTypeError(f"{what} must be one integer; got {value!r}.") from None
     if value < minimum:
         raise PolynnValueError(f"{what} must be at least {minimum}; got {value}.")
+    if value > MAX_INTEGER:
+        shown = str(value) if value < 10**30 else f"a number of {len(str(value))} digits"
+        raise PolynnValueError(f"{what} must be at most 2**63 - 1; got {shown}.")
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from polynn._checks import integer, number
 from polynn._checks import path as checks_path
+from polynn.backends.host import write_bytes
 from polynn.errors import PolynnTypeError, PolynnValueError
 
 if TYPE_CHECKING:
@@ -33,6 +35,9 @@ class Callback:
     """
 
     model: Sequential
+    #: Whether the callback may set the model's weights (``EarlyStopping`` restoring the best
+    #: ones): under ``distributed=`` every rank must then have it, which ``fit`` checks.
+    sets_weights = False
 
     def set_model(self, model: Sequential) -> None:
         self.model = model
@@ -95,15 +100,17 @@ class EarlyStopping(Callback):
         self.patience = integer(patience, "EarlyStopping patience", 0)
         self.min_delta = number(min_delta, "EarlyStopping min_delta", 0.0)
         self.restore_best_weights = restore_best_weights
+        self.sets_weights = bool(restore_best_weights)
 
     def on_train_begin(self, logs: dict[str, float]) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = -1
-        self.best_weights: list[Any] | None = None
+        #: The weights and buffers (running statistics) of the best epoch, as NumPy arrays.
+        self.best_weights: tuple[list[Any], list[Any]] | None = None
         self.wait = 0
         self.stopped_epoch: int | None = None
         # To put back if the first epoch shows that the monitored figure is never logged.
-        self._initial_weights = self.model.get_weights()
+        self._initial_weights: tuple[list[Any], list[Any]] | None = _copy_of(self.model)
 
     def _improved(self, value: float) -> bool:
         if self.mode == "min":
@@ -114,7 +121,7 @@ class EarlyStopping(Callback):
         if self.monitor not in logs:
             restored = ""
             if self._initial_weights is not None:  # the first epoch: undo it
-                self.model.set_weights(self._initial_weights)
+                _put_back(self.model, self._initial_weights)
                 restored = " The model's weights are back to what they were before this fit."
             raise _not_logged("EarlyStopping", self.monitor, logs, restored)
         self._initial_weights = None
@@ -122,7 +129,7 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
+                self.best_weights = _copy_of(self.model)
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -131,7 +138,21 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs: dict[str, float]) -> None:
         if self.restore_best_weights and self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+            _put_back(self.model, self.best_weights)
+
+
+def _copy_of(model: Sequential) -> tuple[list[Any], list[Any]]:
+    """NumPy copies of the model's weights and of its buffers (running statistics)."""
+    return model.get_weights(), [model.backend.to_numpy(b.value) for b in model.buffers]
+
+
+def _put_back(model: Sequential, copy: tuple[list[Any], list[Any]]) -> None:
+    """Restore the weights and buffers ``_copy_of`` took."""
+    weights, buffers = copy
+    model.set_weights(weights)
+    with model.backend.context():
+        for buffer, value in zip(model.buffers, buffers):
+            buffer.value = model.backend.asarray(value, dtype=model.dtype, name=buffer.name)
 
 
 def _monitor(monitor: Any, mode: str, owner: str) -> tuple[str, str]:
@@ -166,8 +187,9 @@ def _check_no_schedule(model: Sequential, owner: str) -> None:
 class ReduceLROnPlateau(Callback):
     """Multiply the learning rate by ``factor`` once ``monitor`` has not improved by
     ``min_delta`` for ``patience`` epochs, then wait ``cooldown`` epochs before counting
-    again; never below ``min_lr``. The rate lives in the optimizer, so it carries over to
-    later ``fit`` calls and into saved files."""
+    again; never below ``min_lr``, and never up (a rate already below ``min_lr`` stays). The
+    rate lives in the optimizer, so it carries over to later ``fit`` calls and into saved
+    files."""
 
     def __init__(
         self,
@@ -211,7 +233,7 @@ class ReduceLROnPlateau(Callback):
         self.wait += 1
         if self.wait >= self.patience:
             optimizer = self.model.optimizer
-            optimizer.lr = max(optimizer.lr * self.factor, self.min_lr)
+            optimizer.lr = min(optimizer.lr, max(optimizer.lr * self.factor, self.min_lr))
             self.wait, self.cooling = 0, self.cooldown
 
 
@@ -237,12 +259,16 @@ class LearningRateScheduler(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the model after each epoch to ``path``, in which ``{epoch}`` (counting from 1)
-    and any logged figure (``{val_loss:.3f}``) are filled in.
+    """Save the model after each epoch to ``path``, in which ``{epoch}`` (the model's epochs
+    trained, counting from 1 across ``fit`` calls and resumes from its files) and any logged
+    figure (``{val_loss:.3f}``) are filled in.
 
-    With ``save_best_only`` only when ``monitor`` improved on the best so far. Each save is
-    atomic (``Sequential.save``): an interrupted run never leaves a half-written file, and the
-    file holds the optimizer's state, so training can resume from it.
+    With ``save_best_only`` only when ``monitor`` improved on the best so far: the best of
+    this callback and of the model, which records it (``Sequential.checkpoint_best``) and
+    keeps it in its files, so a run resumed from a checkpoint replaces the best file only with
+    a better model. Each save is atomic (``Sequential.save``): an interrupted run never leaves
+    a half-written file, and the file holds the optimizer's state, so training can resume
+    from it.
     """
 
     def __init__(
@@ -259,17 +285,26 @@ class ModelCheckpoint(Callback):
         #: The paths written, in order.
         self.saved: list[str] = []
 
+    def _better(self, value: float) -> bool:
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_train_begin(self, logs: dict[str, float]) -> None:
+        recorded = self.model.checkpoint_best.get(self.monitor)
+        if self.save_best_only and recorded is not None and recorded[0] == self.mode:
+            if self._better(recorded[1]):
+                self.best = recorded[1]
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if self.save_best_only:
             if self.monitor not in logs:
                 raise _not_logged("ModelCheckpoint", self.monitor, logs)
             value = logs[self.monitor]
-            better = value < self.best if self.mode == "min" else value > self.best
-            if not better:
+            if not self._better(value):
                 return
             self.best = value
+            self.model.checkpoint_best[self.monitor] = (self.mode, value)  # saved with it
         try:
-            path = self.path.format(epoch=epoch + 1, **logs)
+            path = self.path.format(epoch=self.model.epochs_trained, **logs)
         except (KeyError, IndexError, ValueError) as exc:
             raise PolynnValueError(
                 f"ModelCheckpoint path {self.path!r} names {exc}, which is not {{epoch}} or a "
@@ -280,13 +315,24 @@ class ModelCheckpoint(Callback):
 
 
 class CSVLogger(Callback):
-    """Write one CSV row per epoch to ``path``: ``epoch`` (from 0, across ``fit`` calls: the
-    optimizer's count) and every logged figure. ``append=True`` adds to an existing file
-    instead of starting a new one; each row is flushed as it is written."""
+    """Write one CSV row per epoch to ``path``: ``epoch`` (from 0, across ``fit`` calls and
+    resumes: the model's epochs trained, less one) and every logged figure. ``append=True``
+    adds to an existing file instead of starting a new one (a run that logs figures the file
+    has no column for adds the columns to its header first, keeping every row); each row is
+    flushed as it is written. ``separator`` is one character."""
 
     def __init__(self, path: str | os.PathLike, append: bool = False, separator: str = ",") -> None:
         self.path = checks_path(path, "CSVLogger path")
         self.append = bool(append)
+        if not isinstance(separator, str):
+            raise PolynnTypeError(
+                f"CSVLogger separator must be one character such as ','; got {separator!r}."
+            )
+        if len(separator) != 1 or separator in '\r\n"':
+            raise PolynnValueError(
+                "CSVLogger separator must be one character other than a quote or a line "
+                f"break, such as ',' or ';'; got {separator!r}."
+            )
         self.separator = separator
         self._file: Any = None
         self._writer: Any = None
@@ -303,13 +349,32 @@ class CSVLogger(Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         if self._writer is None:
             fields = ["epoch", *logs]
+            if self._header_written:  # appending: the file's columns, and any new ones
+                fields = self._columns_for(fields)
             self._writer = csv.DictWriter(
                 self._file, fieldnames=fields, delimiter=self.separator, extrasaction="ignore"
             )
             if not self._header_written:
                 self._writer.writeheader()
-        self._writer.writerow({"epoch": self.model.optimizer.epochs - 1, **logs})
+        self._writer.writerow({"epoch": self.model.epochs_trained - 1, **logs})
         self._file.flush()
+
+    def _columns_for(self, fields: list[str]) -> list[str]:
+        """The columns of the file appended to, with ``fields`` it lacks added at the end
+        (the file is rewritten with the wider header, atomically, and reopened)."""
+        self._file.close()
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f, delimiter=self.separator))
+        columns = rows[0] if rows else []
+        merged = columns + [name for name in fields if name not in columns]
+        if merged != columns:
+            out = io.StringIO()
+            writer = csv.writer(out, delimiter=self.separator)
+            writer.writerow(merged)
+            writer.writerows(row + [""] * (len(merged) - len(row)) for row in rows[1:])
+            write_bytes(self.path, out.getvalue().encode())
+        self._file = open(self.path, "a", newline="")  # noqa: SIM115
+        return merged
 
     def on_train_end(self, logs: dict[str, float]) -> None:
         if self._file is not None:

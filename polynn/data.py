@@ -3,19 +3,31 @@ before any layer sees them (``fit``, ``evaluate``, ``predict``, ``forward``)."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from polynn._checks import number
 from polynn.backends import POLICIES
+from polynn.backends.host import mean_one
 from polynn.errors import PolynnTypeError, PolynnValueError
-from polynn.layers import compatible
+from polynn.layers import Identity, compatible
 from polynn.layers.core import axis_names
-from polynn.losses import CrossEntropy, Loss
+from polynn.losses import BinaryCrossEntropy, CrossEntropy, Loss
 
 if TYPE_CHECKING:
     from polynn.model import Sequential
 
-__all__ = ["ids", "input_dtype", "inputs", "pairs", "takes_ids", "weights"]
+__all__ = [
+    "check_outputs",
+    "ids",
+    "input_dtype",
+    "inputs",
+    "normalised",
+    "pairs",
+    "takes_ids",
+    "weights",
+]
 
 
 def takes_ids(net: Sequential) -> bool:
@@ -107,7 +119,24 @@ def pairs(net: Sequential, X: Any, y: Any, loss: Loss) -> tuple[Any, Any]:
         raise PolynnValueError(
             f"X has {X.shape[0]} rows but y has {y.shape[0]}; each row of X needs one target."
         )
+    check_outputs(net, loss)
     return X, y
+
+
+def check_outputs(net: Sequential, loss: Loss) -> None:
+    """Refuse binary cross-entropy on a network whose outputs are not probabilities: its
+    log and gradient are meaningless outside [0, 1] (PyTorch's ``BCELoss`` refuses such
+    values too). Decided from the layers, once per call, not from the outputs at each step
+    (which would read them back from the device)."""
+    if not isinstance(loss, BinaryCrossEntropy):
+        return
+    last = next((layer for layer in reversed(net.layers) if not isinstance(layer, Identity)), None)
+    if last is None or not last.probabilities:
+        raise PolynnValueError(
+            f"loss 'bce' takes probabilities, and this network ends with {last!r}, whose "
+            "outputs are not limited to [0, 1]: end it with pn.Sigmoid() (or pn.Softmax()), "
+            "or train with another loss, e.g. 'mse'."
+        )
 
 
 def weights(
@@ -129,8 +158,10 @@ def weights(
         )
     xp, rows = net.backend.xp, y.shape[0]
     w = xp.ones((rows,), dtype=net.dtype, device=net.backend.device)
-    if sample_weight is not None:
-        w = net.backend.asarray(sample_weight, dtype=net.dtype, name="sample_weight")
+    if sample_weight is not None:  # in its own dtype until scaled (1e-40 is 0 in float32)
+        w = net.backend.asarray(sample_weight, name="sample_weight")
+        if not xp.isdtype(w.dtype, "real floating"):
+            w = xp.astype(w, net.dtype)
         if w.ndim == 2 and w.shape[1] == 1:
             w = xp.reshape(w, (w.shape[0],))
         if w.ndim != 1 or w.shape[0] != rows:
@@ -142,10 +173,21 @@ def weights(
             raise PolynnValueError("sample_weight must be non-negative; it has negative values.")
     if class_weight is not None:
         w = w * _class_weights(net, y, loss, class_weight)
-    total = float(xp.sum(w))
-    if total <= 0:
-        raise PolynnValueError("the weights of the rows sum to 0; at least one must be positive.")
-    return xp.reshape(w * (rows / total), (rows, 1))
+    return normalised(net, w, "rows")
+
+
+def normalised(net: Sequential, w: Any, what: str) -> Any:
+    """Non-negative weights ``w``, one per row, scaled to average 1 (on the host, in float64:
+    ``polynn.backends.host.mean_one``, so that no sum overflows and tiny weights keep their
+    ratios), as a (rows, 1) array of ``net``'s dtype; weights that are all 0 are refused,
+    naming ``what`` they weigh."""
+    scaled = mean_one(net.backend.to_numpy(w))
+    if scaled is None:
+        raise PolynnValueError(
+            f"the weights of the {what} sum to 0; at least one must be positive."
+        )
+    w = net.backend.asarray(scaled, dtype=net.dtype, name="sample_weight")
+    return net.backend.xp.reshape(w, (w.shape[0], 1))
 
 
 def _class_weights(net: Sequential, y: Any, loss: Loss, class_weight: Mapping) -> Any:
@@ -169,14 +211,12 @@ def _class_weights(net: Sequential, y: Any, loss: Loss, class_weight: Mapping) -
         )
     table = [1.0] * classes
     for key, value in class_weight.items():
-        if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < classes:
+        index = operator.index(key) if hasattr(key, "__index__") else None  # np.int64 too
+        if isinstance(key, bool) or index is None or not 0 <= index < classes:
+            kind = "" if index is not None and not isinstance(key, bool) else ", not an integer"
             raise PolynnValueError(
-                f"class_weight keys must be class indices in [0, {classes - 1}]; got {key!r}."
+                f"class_weight keys must be class indices in [0, {classes - 1}]; got {key!r}{kind}."
             )
-        if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
-            raise PolynnValueError(
-                f"class_weight[{key}] must be a finite non-negative number; got {value!r}."
-            )
-        table[key] = float(value)
+        table[index] = number(value, f"class_weight[{index}]", 0.0)
     per_class = net.backend.asarray(table, dtype=net.dtype, name="class_weight")
     return xp.take(per_class, xp.astype(labels, integer), axis=0)

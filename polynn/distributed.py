@@ -17,7 +17,12 @@ through CuPy, one process per GPU. Two ways to hand over data:
 
 Initial weights are broadcast from rank 0, losses and metrics are summed over the ranks so
 every rank logs the same history (and callbacks decide alike), and only rank 0 draws progress
-bars. An error on one rank (bad data, a failure in a step) stops every rank with that error.
+bars. The ranks agree, in the collectives they already make or in one small one where none
+is made: an error on one rank (a bad argument or bad data, a failure in a step, a callback)
+stops every rank with that error; settings that differ between ranks (epochs, the layers,
+the dtype, the loss, the optimizer, replicated data of other sizes) stop every rank before
+training, naming what differs; and when a callback stops training on one rank (an
+``EarlyStopping`` given to rank 0 only), every rank stops after that epoch.
 """
 
 from __future__ import annotations
@@ -75,28 +80,39 @@ class MPI:
             return None
         return max(1, batch_size // self.size)
 
-    def agree(self, error: BaseException | None) -> None:
-        """Every rank calls this at the same point; if any rank passes an error, every rank
-        raises it (the lowest failing rank's, as the same polynn error class where it is one).
-        """
-        reports = self.comm.allgather(
-            None if error is None else (type(error).__name__, str(error), _polynn_class(error))
-        )
-        failed = [(rank, r) for rank, r in enumerate(reports) if r is not None]
-        if not failed:
-            return
-        rank, (name, message, cls) = failed[0]
-        if error is not None and rank == self.rank:
-            raise error
-        raise (cls or PolynnError)(f"rank {rank} of {self.size} failed: {name}: {message}")
+    def agree(
+        self,
+        error: BaseException | None,
+        *,
+        stop: bool = False,
+        facts: dict[str, Any] | None = None,
+    ) -> bool:
+        """Every rank calls this at the same point: one collective. If any rank passes an
+        error, every rank raises it (the lowest failing rank's, as the same polynn error class
+        where it is one); else if the ``facts`` (what every rank must have alike) differ from
+        rank 0's, every rank raises a ``PolynnValueError`` naming the first that differs.
+        Returns whether any rank passed ``stop``."""
+        report = None if error is None else (type(error).__name__, str(error), _polynn_class(error))
+        reports = self.comm.allgather((report, bool(stop), facts))
+        failed = [(rank, r[0]) for rank, r in enumerate(reports) if r[0] is not None]
+        if failed:
+            rank, (name, message, cls) = failed[0]
+            if error is not None and rank == self.rank:
+                raise error
+            raise (cls or PolynnError)(f"rank {rank} of {self.size} failed: {name}: {message}")
+        if facts is not None:
+            _same_everywhere([r[2] for r in reports])
+        return any(r[1] for r in reports)
 
     def sum_floats(self, values: list[float], backend: Backend) -> list[float]:
         return self.transport(backend).sum_floats(values)
 
 
 @contextlib.contextmanager
-def agreed(dist: MPI | None) -> Iterator[None]:
-    """Run the block on every rank; if it raises on any, every rank raises (``MPI.agree``)."""
+def agreed(dist: MPI | None, facts: dict[str, Any] | None = None) -> Iterator[None]:
+    """Run the block on every rank; if it raises on any, every rank raises (``MPI.agree``).
+    ``facts``: a dict the block fills with what every rank must have alike, compared in the
+    same collective."""
     if dist is None:
         yield
         return
@@ -105,7 +121,33 @@ def agreed(dist: MPI | None) -> Iterator[None]:
     except Exception as exc:
         dist.agree(exc)
         raise
-    dist.agree(None)
+    dist.agree(None, facts=facts)
+
+
+#: What to do when a fact differs between the ranks, for the facts that need more than
+#: "pass the same" (others: every rank must build the same model and pass the same arguments).
+HINTS = {
+    "data": "replicated, every rank passes the same X and y; pass "
+    "pn.distributed.MPI(sharded=True) for each rank's own rows",
+    "validation rows": "replicated, every rank passes the same validation data",
+    "learning rate": "a callback that changes it (ReduceLROnPlateau, LearningRateScheduler) "
+    "must be given to every rank",
+    "callbacks that set the weights": "EarlyStopping(restore_best_weights=True) must be given "
+    "to every rank",
+}
+
+
+def _same_everywhere(facts: list[dict[str, Any]]) -> None:
+    """Refuse ``facts`` (one dict per rank, the same keys) that differ from rank 0's."""
+    for key, mine in facts[0].items():
+        for rank, theirs in enumerate(facts):
+            if theirs.get(key) != mine:
+                hint = HINTS.get(key, "every rank must build the same model and call fit with "
+                                 "the same arguments")  # fmt: skip
+                raise PolynnValueError(
+                    f"the ranks disagree on the {key}: rank 0 has {mine}, rank {rank} has "
+                    f"{theirs.get(key)} ({hint})."
+                )
 
 
 def _polynn_class(error: BaseException) -> type | None:

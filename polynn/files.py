@@ -20,12 +20,16 @@ Dense's ``W`` is (in_features, out_features): PyTorch's ``Linear.weight`` is its
 Formats 1 and 2 name them ``param_0``, ``param_1``, ... in the same order.
 
 Format 1 (polynn 0.1.0) held the weights and the architecture only; such files load with the
-loss unknown (``evaluate`` and ``fit`` then ask for ``loss=``).
+loss unknown (``evaluate`` and ``fit`` then ask for ``loss=``). Format 3 adds a CRC32 of the
+config and the tensors to safetensors files (``.npz`` archives keep zip's CRC32 of each
+member, as before), required from then on; files of formats 1 and 2 keep loading.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -34,12 +38,12 @@ from typing import TYPE_CHECKING, Any
 from polynn import __version__
 from polynn import _checks as checks
 from polynn.backends import Backend, dtype_name, get
-from polynn.backends.host import read_model, write_model
-from polynn.errors import PolynnError, PolynnFileError, PolynnValueError
-from polynn.layers import Layer, nested
-from polynn.layers.core import check_built
+from polynn.backends.host import read_model, weights_to_come, write_model
+from polynn.errors import PolynnError, PolynnFileError, PolynnTypeError, PolynnValueError
+from polynn.layers import Layer, Parameter, check_declared
 from polynn.losses import get_loss
 from polynn.metrics import check_name
+from polynn.precision import LossScale
 from polynn.registry import build, encode, lookup, name_of
 
 if TYPE_CHECKING:
@@ -112,6 +116,7 @@ def array_names(layers: Sequence[Layer]) -> dict[int, str]:
 def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
     """Everything ``save`` writes of ``net``: the full config (with the arrays' names) and
     the arrays (NumPy)."""
+    check_declared(net.layers, net.params, net.buffers)
     to_numpy = net.backend.to_numpy
     arrays = net.get_weights() + [to_numpy(b.value) for b in net.buffers]
     label = array_names(net.layers)
@@ -122,6 +127,8 @@ def state(net: Sequential) -> tuple[dict[str, Any], list[Any]]:
         "optimizer": None,
         "rng": net._rng.state,
         "loss_scale": None,
+        "epochs_trained": net.epochs_trained,
+        "checkpoint_best": {name: list(best) for name, best in net.checkpoint_best.items()},
     }
     if net.loss_unknown and net.loss is None:
         training["loss"] = "unknown"
@@ -177,9 +184,6 @@ def save(net: Sequential, path: str | os.PathLike) -> None:
             f"archive under another name: end the path with .npz (polynn writes no other "
             f"format; net.export_onnx writes ONNX)."
         )
-    for layer in net.layers:
-        for inner in nested(layer):
-            check_built(inner)  # what load checks the file against
     cfg, arrays = state(net)
     write_model(path, arrays, cfg, cfg["arrays"])
 
@@ -191,6 +195,11 @@ def read(
     polynn can read: its config first, then each array against the shape the config implies
     (before reading it). Anything else raises ``PolynnFileError``."""
     path = checks.path(path, "the model file path")
+    if custom_objects is not None and not isinstance(custom_objects, Mapping):
+        raise PolynnTypeError(
+            f"custom_objects must be a dict {{name in the file: class}}, e.g. "
+            f"{{'Scale': Scale}}; got {type(custom_objects).__name__} {custom_objects!r:.60}."
+        )
     config, arrays = read_model(path, lambda config: shapes(config, path, custom_objects))
     return config, arrays, dtype_name(config["dtype"])
 
@@ -203,10 +212,15 @@ def shapes(
     if config.get("format") != FORMAT:
         raise PolynnFileError(f"{str(path)!r} is not a polynn model file (no polynn config).")
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise PolynnFileError(
             f"{str(path)!r} has format version {version!r}; this polynn ({__version__}) reads "
             f"versions up to {FORMAT_VERSION}: upgrade polynn."
+        )
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise PolynnFileError(
+            f"{str(path)!r} has format version {version!r}; polynn writes versions 1 to "
+            f"{FORMAT_VERSION} (whole numbers): the file is damaged or not polynn's."
         )
     try:
         dtype_name(config["dtype"])
@@ -229,17 +243,26 @@ def shapes(
         layers = layers_from(config, custom_objects)
         params = [shape for layer in layers for shape in layer.param_shapes()]
         buffers = [shape for layer in layers for shape in layer.buffer_shapes()]
+        _check_layer_state(config.get("layer_state", []), layers)
         optimizer = (config.get("training") or {}).get("optimizer")
         moments: list[tuple[int, ...]] = []
         if optimizer is not None:
             keys = optimizer["state"]
             if not isinstance(keys, list) or len(keys) != len(params):
+                count = len(keys) if isinstance(keys, list) else repr(keys)
                 raise PolynnValueError(
-                    f"the optimizer's state names {len(keys)} parameters; the layers have "
-                    f"{len(params)}"
+                    f"the optimizer's state names {count} parameters; the layers have {len(params)}"
                 )
-            if not all(k is None or isinstance(k, list) for k in keys):
-                raise PolynnValueError("the optimizer's state entries must be lists or null")
+            for names in keys:
+                if names is not None and not (
+                    isinstance(names, list)
+                    and all(isinstance(k, str) for k in names)
+                    and len(set(names)) == len(names)
+                ):
+                    raise PolynnValueError(
+                        f"the optimizer's state names {names!r} for a parameter; expected a "
+                        "list of distinct names, or null for a parameter it does not train"
+                    )
             moments = [shape for shape, names in zip(params, keys) for _ in names or ()]
         expected = params + buffers + moments
         names = [f"param_{i}" for i in range(len(expected))]
@@ -263,6 +286,21 @@ def shapes(
     return list(zip(names, expected))
 
 
+def _check_layer_state(states: Any, layers: list[Layer]) -> None:
+    """A config's ``layer_state``: one JSON object per layer, empty for a layer that keeps no
+    state (one that does not override ``set_state``)."""
+    if not isinstance(states, list) or len(states) not in (0, len(layers)):
+        count = f"{len(states)} entries" if isinstance(states, list) else repr(states)
+        raise PolynnValueError(f"layer_state holds {count}; the model has {len(layers)} layers")
+    for i, (layer, state) in enumerate(zip(layers, states)):
+        if not isinstance(state, dict):
+            raise PolynnValueError(f"layer_state[{i}] is {state!r}, not a JSON object")
+        if state and type(layer).set_state is Layer.set_state:
+            raise PolynnValueError(
+                f"layer_state[{i}] is {state!r}, but layer {i} ({layer!r}) keeps no state"
+            )
+
+
 def restore(
     config: dict[str, Any],
     arrays: list[Any],
@@ -275,21 +313,22 @@ def restore(
     training state where the config has one (format 2)."""
     from polynn.model import Sequential  # polynn.model imports this module
 
-    net = Sequential(
-        *layers_from(config, custom_objects),
-        backend=backend,
-        dtype=config["dtype"] if dtype is None else dtype,
-        seed=config.get("seed", seed),
-        matmul_precision=config.get("matmul_precision", "highest"),
-    )
+    training = config.get("training")
+    # A model with training state (format 2 on) has its RNG's position in the file: it is
+    # built without drawing weights, and takes the file's arrays as they are (on NumPy).
+    with weights_to_come() if training is not None else contextlib.nullcontext():
+        net = Sequential(
+            *layers_from(config, custom_objects),
+            backend=backend,
+            dtype=config["dtype"] if dtype is None else dtype,
+            seed=config.get("seed", seed),
+            matmul_precision=config.get("matmul_precision", "highest"),
+        )
     n_params, n_buffers = len(net.params), len(net.buffers)
-    net.set_weights(arrays[:n_params])
     with backend.context():
-        for buffer, value in zip(net.buffers, arrays[n_params : n_params + n_buffers]):
-            buffer.value = backend.asarray(value, dtype=net.dtype, name=buffer.name)
+        _take(net, [*net.params, *net.buffers], arrays[: n_params + n_buffers])
         for layer, layer_state in zip(net.layers, config.get("layer_state", ())):
             layer.set_state(layer_state)
-        training = config.get("training")
         if training is None:  # format 1: the loss was not recorded
             net.loss_unknown = True
             return net
@@ -306,10 +345,61 @@ def restore(
             net.optimizer = _optimizer(
                 training["optimizer"], net, arrays[n_params + n_buffers :], custom_objects
             )
+        # (absent before format 3: the optimizer's count of epochs, and no best recorded)
+        epochs = training.get("epochs_trained", net.optimizer.epochs if net.optimizer else 0)
+        net.epochs_trained = checks.integer(epochs, "epochs_trained", 0)
+        net.checkpoint_best = _checkpoint_best(training.get("checkpoint_best", {}))
         net._rng.state = training["rng"]
-        if training.get("loss_scale") is not None and net.loss_scale is not None:
-            net.loss_scale.scale, net.loss_scale.clean_steps = training["loss_scale"]
+        if training.get("loss_scale") is not None:  # checked whatever dtype it loads in
+            scale = _loss_scale(training["loss_scale"], LossScale().growth_interval)
+            if net.loss_scale is not None:
+                net.loss_scale.scale, net.loss_scale.clean_steps = scale
     return net
+
+
+def _checkpoint_best(value: Any) -> dict[str, tuple[str, float]]:
+    """A file's ``checkpoint_best``: ``{figure: [mode, finite value]}``."""
+    if not isinstance(value, dict):
+        raise PolynnValueError(f"checkpoint_best is {value!r}; expected {{figure: [mode, value]}}")
+    best = {}
+    for name, entry in value.items():
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in ("min", "max")):
+            raise PolynnValueError(
+                f"checkpoint_best[{name!r}] is {entry!r}; expected [mode, value]"
+            )
+        best[name] = (entry[0], checks.number(entry[1], f"checkpoint_best[{name!r}]", -math.inf))
+    return best
+
+
+def _take(net: Sequential, targets: list[Parameter], arrays: list[Any]) -> None:
+    """Give each of ``targets`` (parameters, buffers) its array from a file, checked as
+    ``set_weights`` checks arrays; the array the model was built with is dropped first, and
+    on NumPy the file's array is kept as it is, so loading needs little more memory than the
+    file's arrays and the model's."""
+    for target, array in zip(targets, arrays):
+        if tuple(array.shape) != tuple(target.value.shape):
+            raise PolynnValueError(
+                f"{target.name} must have shape {tuple(target.value.shape)}; the file holds "
+                f"{tuple(array.shape)}"
+            )
+        target.value = None
+        target.value = net.backend.asarray(array, dtype=net.dtype, name=target.name, private=True)
+
+
+def _loss_scale(value: Any, growth_interval: int) -> tuple[float, int]:
+    """A file's float16 loss scale ``[scale, clean steps]``, checked: a finite scale > 0 whose
+    inverse is finite too, and a count of clean steps below the growth interval."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise PolynnValueError(f"the loss scale is {value!r}; expected [scale, clean steps]")
+    scale = checks.number(value[0], "the loss scale", 0.0, low_open=True)
+    if not math.isfinite(1.0 / scale):
+        raise PolynnValueError(f"the loss scale must be at least 2**-1022; got {scale!r}.")
+    clean = checks.integer(value[1], "the loss scale's clean steps", 0)
+    if clean >= growth_interval:
+        raise PolynnValueError(
+            f"the loss scale's clean steps must be below {growth_interval}; got {clean}."
+        )
+    return scale, clean
 
 
 def _optimizer(
@@ -326,10 +416,22 @@ def _optimizer(
     optimizer.epochs = checks.integer(spec["epochs"], "optimizer epochs", 0)
     if optimizer.schedule is not None:
         per_step = optimizer.schedule.per == "step"
-        optimizer.lr = optimizer.schedule(optimizer.iterations if per_step else optimizer.epochs)
+        optimizer.lr = optimizer.schedule.rate(
+            optimizer.iterations if per_step else optimizer.epochs
+        )
+    known = optimizer.state_names()
+    for keys in spec["state"]:
+        if keys and known is not None and sorted(keys) != sorted(known):
+            raise PolynnValueError(
+                f"the optimizer's state names {keys} for a parameter; {optimizer!r} keeps "
+                f"{sorted(known)} (or nothing before its first step)"
+            )
     values = iter(arrays)
     optimizer.state = [
-        {key: net.backend.asarray(next(values), dtype=net.dtype, name=key) for key in keys}
+        {
+            key: net.backend.asarray(next(values), dtype=net.dtype, name=key, private=True)
+            for key in keys
+        }
         for keys in spec["state"]
         if keys is not None
     ]

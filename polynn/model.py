@@ -17,12 +17,12 @@ from polynn.backends import POLICIES, Backend, check_matmul_precision, dtype_nam
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
 from polynn.compiled import mode as compiled_mode
-from polynn.data import input_dtype, inputs, pairs, weights
+from polynn.data import input_dtype, inputs, normalised, pairs, weights
 from polynn.distributed import MPI, agreed
 from polynn.distributed import check as distributed_check
 from polynn.errors import PolynnTypeError, PolynnValueError
 from polynn.export import export_onnx
-from polynn.layers import Layer, Parameter, check_stack, fuse
+from polynn.layers import Layer, Parameter, check_declared, check_stack, fuse
 from polynn.layers.core import init_hint
 from polynn.losses import Loss, get_loss
 from polynn.optimizers import Optimizer, get_optimizer
@@ -33,10 +33,12 @@ from polynn.training import (
     check_callbacks,
     layers_for,
     metrics_for,
+    model_settings,
     run,
     score,
     score_batches,
     set_training,
+    settings,
     spans,
     split,
     train,
@@ -105,6 +107,7 @@ class Sequential:
         self.params: list[Parameter] = [p for layer in layers for p in layer.params]
         #: Non-trainable arrays (running statistics), saved with the model.
         self.buffers: list[Parameter] = [b for layer in layers for b in layer.buffers]
+        check_declared(self.layers, self.params, self.buffers)
         #: float16's dynamic loss scaling (``polynn.precision``); it lasts across ``fit`` calls.
         self.loss_scale = LossScale() if self.dtype_name == "mixed_float16" else None
         if self.loss_scale is not None:
@@ -116,6 +119,12 @@ class Sequential:
         self.optimizer: Optimizer | None = None
         #: True for a model loaded from a format-1 file, which does not record its loss.
         self.loss_unknown = False
+        #: Epochs trained, across ``fit`` calls and files (``ModelCheckpoint``'s ``{epoch}``
+        #: and ``CSVLogger``'s epoch column count them).
+        self.epochs_trained = 0
+        #: The best value of each figure a ``ModelCheckpoint(save_best_only=True)`` monitored,
+        #: ``{name: (mode, value)}``; kept across ``fit`` calls and in files.
+        self.checkpoint_best: dict[str, tuple[str, float]] = {}
         self.stop_training = False
         self._last_output_shape: tuple[int, ...] | None = None
         #: The compiled training step of the last compiled fit, with what it was made for.
@@ -240,11 +249,21 @@ class Sequential:
             out = chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=0)
             out = xp.astype(out, self.dtype, copy=False)
             if not bool(xp.all(xp.isfinite(out))):
-                raise PolynnValueError(
-                    f"the network's output is not finite for some rows: the inputs overflow "
-                    f"{self.dtype_name} inside the network; scale them, or use dtype='float64'."
-                )
+                raise self._overflow("the network's output is not finite for some rows")
             return out
+
+    def _overflow(self, what: str) -> PolynnValueError:
+        """The error of ``predict`` and ``evaluate`` for figures that are not finite: the
+        inputs were checked to fit the dtype, so the network's arithmetic overflowed; the
+        largest weight tells whether training diverged."""
+        xp = self.backend.xp
+        largest = max((float(xp.max(xp.abs(p.value))) for p in self.params), default=0.0)
+        return PolynnValueError(
+            f"{what}: the network's arithmetic overflows {self.dtype_name} for these inputs "
+            f"(its largest weight is {largest:.3g}). If training diverged (weights that large "
+            "suggest it), train again with a lower learning rate; otherwise scale the inputs, "
+            "or use dtype='float64'."
+        )
 
     # -- training ---------------------------------------------------------------------------
     def fit(
@@ -304,6 +323,41 @@ class Sequential:
         if unknown:
             raise unknown_keywords("fit", unknown, Sequential.fit, FIT_ALIASES)
         compile = compiled_mode(compile)
+        dist = distributed_check(distributed)
+        facts: dict[str, Any] = {}  # what every rank must have alike (distributed)
+        with self.backend.context(self.matmul_precision):
+            with agreed(dist, facts):  # a bad argument, bad data or other settings on one
+                prepared = self._prepare_fit(  # rank stop every rank
+                    X, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+                    shuffle=shuffle, verbose=verbose, metrics=metrics,
+                    validation_data=validation_data, validation_split=validation_split,
+                    callbacks=callbacks, sample_weight=sample_weight, class_weight=class_weight,
+                    dist=dist, facts=facts,
+                )  # fmt: skip
+            return self._train(*prepared, verbose=int(verbose), dist=dist, compile=compile)
+
+    def _prepare_fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        loss: str | Loss | None,
+        optimizer: str | Optimizer | None,
+        epochs: int,
+        batch_size: int | None,
+        shuffle: bool,
+        verbose: int,
+        metrics: Sequence[str] | None,
+        validation_data: tuple[Any, Any] | None,
+        validation_split: float,
+        callbacks: Sequence[Callback] | None,
+        sample_weight: Any,
+        class_weight: dict[int, float] | None,
+        dist: MPI | None,
+        facts: dict[str, Any],
+    ) -> tuple[Any, ...]:
+        """``fit``'s arguments checked and its data assembled: the positional arguments of
+        ``_train``. Under ``dist``, ``facts`` receives the settings every rank must share."""
         epochs = integer(epochs, "epochs", 0)
         if batch_size is not None:
             batch_size = integer(batch_size, "batch_size", 1)
@@ -318,7 +372,7 @@ class Sequential:
             raise PolynnTypeError("validation_data must be a pair (X_val, y_val).")
         stream = _stream_or_pair(X, y, "fit")
         if stream and (batch_size is not None or validation_split or sample_weight is not None
-                       or class_weight is not None or distributed is not None):  # fmt: skip
+                       or class_weight is not None or dist is not None):  # fmt: skip
             raise PolynnValueError(
                 "with a stream of batches, the stream makes the batches: batch_size, "
                 "validation_split, sample_weight, class_weight and distributed do not apply "
@@ -334,7 +388,6 @@ class Sequential:
         metrics = self._metrics(metrics)
         metric_fns = metrics_for(metrics, loss, self.n_outputs)
         callbacks = check_callbacks(callbacks)
-        dist = distributed_check(distributed)
         if dist is not None and self.mixed:
             raise PolynnValueError(
                 f"distributed training runs in float32 or float64; dtype={self.dtype_name!r} "
@@ -344,37 +397,33 @@ class Sequential:
             raise PolynnValueError(
                 "sample_weight and class_weight are not supported with distributed= yet."
             )
-        with self.backend.context(self.matmul_precision):
-            with agreed(dist):  # bad data on one rank stops every rank
-                if stream:
-                    validation = None
-                    if validation_data is not None:
-                        validation = pairs(self, *validation_data, loss)
-                    batches = StreamBatches(
-                        X, lambda x, y: pairs(self, x, y, loss), self.backend, input_dtype(self)
-                    )
-                    return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
-                                       validation, callbacks, verbose, None, compile)  # fmt: skip
-                X, y = pairs(self, X, y, loss)
-                w = None
-                if sample_weight is not None or class_weight is not None:
-                    w = weights(self, y, loss, sample_weight, class_weight)
-                if validation_split:
-                    X, y, validation = split(X, y, validation_split)
-                    if w is not None:  # the training rows' weights, averaging 1 again
-                        w = w[: X.shape[0], ...]
-                        w = w * (X.shape[0] / float(self.backend.xp.sum(w)))
-                elif validation_data is not None:
-                    validation = pairs(self, *validation_data, loss)
-                else:
-                    validation = None
-            if dist is not None and dist.sharded:
-                batch_size = dist.local_batch_size(batch_size)
-            batches = ArrayBatches(
-                X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng, w=w
+        if stream:
+            validation = None if validation_data is None else pairs(self, *validation_data, loss)
+            batches = StreamBatches(
+                X, lambda x, y: pairs(self, x, y, loss), self.backend, input_dtype(self)
             )
-            return self._train(batches, loss, optimizer, metrics, metric_fns, epochs,
-                               validation, callbacks, verbose, dist, compile)  # fmt: skip
+            return batches, loss, optimizer, metrics, metric_fns, epochs, validation, callbacks
+        X, y = pairs(self, X, y, loss)
+        w = None
+        if sample_weight is not None or class_weight is not None:
+            w = weights(self, y, loss, sample_weight, class_weight)
+        if validation_split:
+            X, y, validation = split(X, y, validation_split)
+            if w is not None:  # the training rows' weights, averaging 1 again
+                w = normalised(self, w[: X.shape[0], ...], "training rows")
+        elif validation_data is not None:
+            validation = pairs(self, *validation_data, loss)
+        else:
+            validation = None
+        if dist is not None:
+            facts.update(settings(self, loss, optimizer, metrics, epochs, batch_size, shuffle, X,
+                                  validation, dist))  # fmt: skip
+            if dist.sharded:
+                batch_size = dist.local_batch_size(batch_size)
+        batches = ArrayBatches(
+            X, y, batch_size, shuffle=shuffle, backend=self.backend, rng=self._rng, w=w
+        )
+        return batches, loss, optimizer, metrics, metric_fns, epochs, validation, callbacks
 
     def _train(
         self,
@@ -472,18 +521,29 @@ class Sequential:
             batches = StreamBatches(X, check, self.backend, input_dtype(self))
             with self.backend.context(self.matmul_precision), self._half_weights():
                 with self._inference():
-                    return score_batches(layers, batches.epoch(), loss, metric_fns, self.backend,
-                                         compiling.forward(self, layers))  # fmt: skip
+                    scores = score_batches(layers, batches.epoch(), loss, metric_fns, self.backend,
+                                           compiling.forward(self, layers))  # fmt: skip
+            return self._finite(scores)
         dist = distributed_check(distributed)
         if dist is not None and sample_weight is not None:
             raise PolynnValueError("sample_weight is not supported with distributed= yet.")
+        facts: dict[str, Any] = {}
         with self.backend.context(self.matmul_precision), self._half_weights(), self._inference():
-            with agreed(dist):
+            with agreed(dist, facts):
                 X, y = pairs(self, X, y, loss)
                 w = None if sample_weight is None else weights(self, y, loss, sample_weight)
+                if dist is not None:
+                    facts.update(model_settings(self, loss, metric_fns, X, dist))
             layers = layers_for(self._layers, loss)
-            return score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w,
-                         compiling.forward(self, layers))  # fmt: skip
+            scores = score(layers, X, y, loss, metric_fns, batch_size, self.backend, dist, w,
+                           compiling.forward(self, layers))  # fmt: skip
+        return self._finite(scores)
+
+    def _finite(self, scores: dict[str, float]) -> dict[str, float]:
+        """``evaluate``'s figures, or, for a loss that is not finite, ``predict``'s error."""
+        if not math.isfinite(scores["loss"]):
+            raise self._overflow(f"the loss is {scores['loss']}")
+        return scores
 
     # -- freezing ---------------------------------------------------------------------------
     @property
@@ -661,6 +721,8 @@ class Sequential:
                 mine_layer.set_state(their_layer.get_state())
             net._rng.state = self._rng.state
             net.metrics, net.loss_unknown = self.metrics, self.loss_unknown
+            net.epochs_trained = self.epochs_trained
+            net.checkpoint_best = dict(self.checkpoint_best)
             net.loss = None if self.loss is None else get_loss(copy.copy(self.loss), net.backend)
             if self.optimizer is not None:  # bound to the same parameters, frozen or not
                 index = {id(p): i for i, p in enumerate(self.params)}

@@ -83,7 +83,7 @@ class Optimizer:
         #: The learning-rate schedule, or None for a constant ``lr``.
         self.schedule = lr if isinstance(lr, Schedule) else None
         if self.schedule is not None:
-            self.lr = self.schedule(0)
+            self.lr = self.schedule.rate(0)
         else:
             self.lr = number(lr, f"{owner} lr", 0.0, low_open=True)
         self.clipnorm = _positive(clipnorm, owner, "clipnorm")
@@ -156,7 +156,7 @@ class Optimizer:
         """The host's part of a step: a per-step schedule's rate, the step count, and the
         rate written to the device if it changed."""
         if self.schedule is not None and self.schedule.per == "step":
-            self.lr = self.schedule(self.iterations)
+            self.lr = self.schedule.rate(self.iterations)
         self.iterations += 1
         if self.scalars is not None:
             self.scalars.set(self.lr)
@@ -177,6 +177,14 @@ class Optimizer:
         """One update of every parameter through the kernels (the rule of a subclass)."""
         raise NotImplementedError
 
+    def state_names(self) -> tuple[str, ...] | None:
+        """The names of the arrays ``step`` keeps per parameter (a file's state is checked
+        against them): those of ``state_fills``; None where they are not known (an optimizer
+        of your own that does not declare them)."""
+        if type(self).state_fills is Optimizer.state_fills:
+            return None
+        return tuple(self.state_fills())
+
     def updater(self) -> Callable[[], None]:
         """What a training step calls after the backward pass (``step``)."""
         return self.step
@@ -184,7 +192,7 @@ class Optimizer:
     def start_epoch(self) -> None:
         """Set the rate of a schedule that counts epochs (called before each epoch)."""
         if self.schedule is not None and self.schedule.per == "epoch":
-            self.lr = self.schedule(self.epochs)
+            self.lr = self.schedule.rate(self.epochs)
 
     def reset(self) -> None:
         """Forget the state (momentum, moments, step count): the next step starts afresh."""

@@ -36,6 +36,21 @@ class Schedule:
     def __call__(self, count: int) -> float:
         raise NotImplementedError
 
+    def rate(self, count: int) -> float:
+        """``self(count)`` checked to be a finite rate >= 0: what an optimizer uses. A rate
+        beyond the float range (``StepDecay(gamma=10)`` after enough steps) is an error
+        naming the schedule and the count, not an ``OverflowError``."""
+        try:
+            lr = float(self(count))
+        except OverflowError:
+            lr = math.inf
+        if not lr >= 0 or lr == math.inf:
+            raise PolynnValueError(
+                f"the learning-rate schedule {self!r} gives {lr} after {count} {self.per}s; a "
+                "rate must be a finite number >= 0."
+            )
+        return lr
+
     def get_config(self) -> dict[str, Any]:
         return {"per": self.per}
 

@@ -25,6 +25,9 @@ __all__ = ["PREFETCH", "StreamBatches", "is_stream", "prefetched"]
 
 #: How many batches the worker thread keeps ready ahead of the one computing.
 PREFETCH = 2
+#: How long stopping waits for a worker that is not inside the source (it checks for a stop
+#: every 0.1 s while the queue is full).
+STOP_WAIT_S = 1.0
 
 Staged = tuple[Any, Callable[[], None]]
 
@@ -68,9 +71,15 @@ def prefetched(
 ) -> Iterator[list[Any]]:
     """The batches of ``batches`` after ``stage`` (host checks and the start of the copies to
     the device), which a worker thread runs ``depth`` batches ahead; an error in the stream
-    or in ``stage`` is raised here, in the consumer's thread, at the batch where it happened."""
+    or in ``stage`` is raised here, in the consumer's thread, at the batch where it happened.
+
+    Stopping (an error, the consumer done early, Ctrl-C) never waits on the source: a worker
+    blocked inside it cannot be interrupted, so it is left to end, as a daemon thread, once
+    the source returns (it then stops before reading more); otherwise it ends at its next
+    hand-over, within ``STOP_WAIT_S``."""
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
+    reading = threading.Event()  # set while the worker waits on the source
     end = object()
 
     def put(item: Any) -> bool:
@@ -84,7 +93,15 @@ def prefetched(
 
     def work() -> None:
         try:
-            for batch in batches:
+            source = iter(batches)
+            while not stop.is_set():
+                reading.set()
+                try:
+                    batch = next(source)
+                except StopIteration:
+                    break
+                finally:
+                    reading.clear()
                 if not put(stage(batch)):
                     return
         except BaseException as exc:  # handed to the consumer, raised there
@@ -106,7 +123,7 @@ def prefetched(
             yield [array for array, _ in item]
     finally:
         stop.set()
-        worker.join()
+        worker.join(timeout=0 if reading.is_set() else STOP_WAIT_S)
 
 
 def stager(backend: Backend, dtype: Any, parts: int) -> Callable[[Any], list[Staged]]:

@@ -31,7 +31,7 @@ from polynn.backends import Backend
 from polynn.backends.host import HostRNG
 from polynn.callbacks import Callback, History
 from polynn.compiled import Slot, run
-from polynn.distributed import MPI, agreed, weighted_means
+from polynn.distributed import MPI, weighted_means
 from polynn.errors import PolynnTypeError, PolynnValueError, TrainingDivergedError
 from polynn.layers import Identity, Layer, Softmax, nested
 from polynn.losses import BinaryCrossEntropy, CrossEntropy, Loss
@@ -48,6 +48,7 @@ __all__ = [
     "RankBatches",
     "Snapshot",
     "Summary",
+    "call_back",
     "check_callbacks",
     "check_distributed",
     "epochs_of",
@@ -56,10 +57,12 @@ __all__ = [
     "make_mixed_step",
     "make_step",
     "metrics_for",
+    "model_settings",
     "run",
     "score",
     "score_batches",
     "set_training",
+    "settings",
     "spans",
     "split",
     "train",
@@ -85,6 +88,57 @@ def split(X: Any, y: Any, fraction: float) -> tuple[Any, Any, tuple[Any, Any]]:
             f"{X.shape[0] - keep} for validation; both need at least one."
         )
     return X[:keep, ...], y[:keep, ...], (X[keep:, ...], y[keep:, ...])
+
+
+def settings(
+    model: Sequential,
+    loss: Loss,
+    optimizer: Optimizer,
+    metrics: list[str] | None,
+    epochs: int,
+    batch_size: int | None,
+    shuffle: bool,
+    X: Any,
+    validation: tuple[Any, Any] | None,
+    dist: MPI,
+) -> dict[str, Any]:
+    """What every rank of data-parallel training must have alike, as ``MPI.agree`` compares
+    it: any difference would make the ranks' collectives differ (a hang, or MPI aborting on a
+    message of another size) or their models drift apart silently. Replicated, the ranks
+    also pass the same rows (sharded, their own)."""
+    facts = {
+        **model_settings(model, loss, metrics, X, dist),
+        "optimizer": repr(optimizer),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "shuffle": bool(shuffle),
+        "validation data": validation is not None,
+    }
+    if not dist.sharded:
+        rows = X.shape[0]
+        facts["data"] = f"{rows} rows in {len(spans(rows, batch_size))} batches"
+        if validation is not None:
+            facts["validation rows"] = validation[0].shape[0]
+    return facts
+
+
+def model_settings(
+    model: Sequential, loss: Loss, metrics: Iterable[str] | None, X: Any, dist: MPI
+) -> dict[str, Any]:
+    """What every rank must have alike to train or score together (``settings``): the
+    model, the loss, the metrics and, replicated, the rows."""
+    facts = {
+        "dtype": model.dtype_name,
+        "shapes of the parameters and buffers": [
+            tuple(p.value.shape) for p in [*model.params, *model.buffers]
+        ],
+        "loss": repr(loss),
+        "metrics": list(metrics or []),
+        "sharded": dist.sharded,
+    }
+    if not dist.sharded:
+        facts["data"] = f"{X.shape[0]} rows"
+    return facts
 
 
 class ArrayBatches:
@@ -509,12 +563,20 @@ def score(
     if dist is None:
         return score_batches(layers, batches, loss, metrics, backend, forward)
     check_distributed(metrics, dist)
-    values, counts, _ = _passes(layers, batches, loss, metrics, backend, True, forward)
-    summary = Summary(values, counts, backend, metrics=metrics)
-    local = [sum(summary.to_host(values)) if values else 0.0, *summary.totals()]
-    total = dist.sum_floats([*local, float(X.shape[0])], backend)
-    rows = total[-1]
-    return {"loss": total[0] / rows, **summary.results(total[1:-1], rows)}
+    width = sum(metric.width for metric in metrics.values())  # no whole ones: checked
+    error, local = None, [0.0] * (1 + width)
+    summary = Summary([], {}, backend, metrics=metrics)
+    try:  # a failure here must reach the other ranks, which wait in the sum below
+        values, counts, _ = _passes(layers, batches, loss, metrics, backend, True, forward)
+        summary = Summary(values, counts, backend, metrics=metrics)
+        local = [sum(summary.to_host(values)) if values else 0.0, *summary.totals()]
+    except Exception as exc:
+        error = exc
+    total = dist.sum_floats([*local, float(X.shape[0]), float(error is not None)], backend)
+    if total[-1]:
+        dist.agree(error)
+    rows = total[-2]
+    return {"loss": total[0] / rows, **summary.results(total[1:-2], rows)}
 
 
 def score_batches(
@@ -618,8 +680,8 @@ def epochs_of(
             bad = next(i for i, v in enumerate(batch_losses) if not isfinite(v))
             raise TrainingDivergedError(
                 f"training diverged at epoch {epoch + 1}/{epochs}, batch {bad + 1}/"
-                f"{len(batches)}: the loss is {batch_losses[bad]}. Try a lower learning rate "
-                f"(this optimizer has lr={optimizer.lr:g}), or scale the inputs."
+                f"{len(batches)}: the loss is {batch_losses[bad]}"
+                + divergence_hint(epoch == 0 and bad == 0, optimizer, scaler)
             )
         logs["lr"] = optimizer.lr
         if scaler is not None:
@@ -631,11 +693,29 @@ def epochs_of(
         yield logs
 
 
+def divergence_hint(first_step: bool, optimizer: Optimizer, scaler: LossScale | None) -> str:
+    """What a divergence message suggests after the loss: the learning rate cannot be the
+    cause when the very first batch of a ``fit`` diverged (no update had been made), and a
+    float16 model's activations overflow at 65504."""
+    half = (
+        "this model computes in float16, whose largest value is 65504: values beyond it "
+        "inside the network overflow; scale the inputs, or use dtype='mixed_bfloat16' or "
+        "'float32'"
+    )
+    if not first_step:
+        hint = f". Try a lower learning rate (this optimizer has lr={optimizer.lr:g}), or "
+        return hint + "scale the inputs." + (f" Note that {half}." if scaler is not None else "")
+    overflow = "the network's output overflows for these inputs (with the weights it has); "
+    cause = half if scaler is not None else overflow + "scale the inputs"
+    return f" before any update of this fit, so the learning rate is not the cause: {cause}."
+
+
 class Snapshot:
-    """A copy of the weights to go back to when training diverges: taken before ``fit``
-    starts and again at the end of each epoch but the last (at the end of the one before the
-    last only, when each epoch is one guarded step: see ``make_step``). It costs one copy of
-    the parameters in memory, and one copy operation per epoch."""
+    """A copy of the weights and buffers (running statistics) to go back to when training
+    diverges: taken before ``fit`` starts and again at the end of each epoch but the last (at
+    the end of the one before the last only, when each epoch is one guarded step: see
+    ``make_step``). It costs one copy of the parameters in memory, and one copy operation per
+    epoch. ``params``: every array to keep, parameters and buffers alike."""
 
     def __init__(self, params: Sequence[Any], backend: Backend) -> None:
         self.params, self.xp, self.inplace = params, backend.xp, backend.inplace
@@ -651,7 +731,8 @@ class Snapshot:
         self.epochs_done = epochs_done
 
     def finite(self) -> bool:
-        """Whether the model's current weights are all finite (one read from the device)."""
+        """Whether the model's current weights and buffers are all finite (one read from the
+        device)."""
         xp = self.xp
         return bool(xp.all(xp.stack([xp.all(xp.isfinite(p.value)) for p in self.params])))
 
@@ -714,8 +795,10 @@ def train(
     callbacks = [history, *callbacks]
     for cb in callbacks:
         cb.set_model(model)
-        cb.on_train_begin({})
     model.stop_training = False
+    setters = [type(cb).__name__ for cb in callbacks if cb.sets_weights]
+    call_back(dist, model, callbacks, "on_train_begin", {},
+              facts=lambda: {"callbacks that set the weights": setters})  # fmt: skip
     progress = Progress(epochs, len(batches) or None, verbose)  # None: a stream, not known
     tick = progress.batch_done if progress.per_batch else None
     if compile == "always":  # POLYNN_COMPILE=1: insist wherever the backend compiles
@@ -726,7 +809,9 @@ def train(
     if compile is True and why is not None:
         raise PolynnValueError(f"compile=True, but this fit cannot be compiled: {why}.")
     compiled = compile is not False and why is None
-    guarded = len(batches) == 1 and dist is None and not compiled
+    # A guarded step skips a diverging update, but a forward pass has already changed the
+    # buffers (BatchNorm's running statistics): a model with buffers snapshots every epoch.
+    guarded = len(batches) == 1 and dist is None and not model.buffers and not compiled
     if dist is not None:
         step = make_distributed_step(
             layers, loss, optimizer, model, dist, batches.sizes, batches.offsets
@@ -737,7 +822,7 @@ def train(
         step = make_mixed_step(layers, loss, optimizer, model, guarded=guarded)
     else:
         step = make_step(layers, loss, optimizer, guarded=guarded)
-    snapshot = Snapshot(model.params, backend)
+    snapshot = Snapshot([*model.params, *model.buffers], backend)
 
     # Before each epoch: an epoch-counting schedule, and the callbacks that want to know.
     starters = [cb for cb in callbacks if type(cb).on_epoch_begin is not Callback.on_epoch_begin]
@@ -745,8 +830,8 @@ def train(
 
     def begin(epoch: int) -> None:
         optimizer.start_epoch()
-        for cb in starters:
-            cb.on_epoch_begin(epoch, {})
+        if starters or dist is not None:  # every rank agrees, also one with no such callback
+            call_back(dist, model, starters, "on_epoch_begin", epoch, {})
 
     if model.loss_scale is not None:  # float16's scale as this fit found it
         scale = (float(model.loss_scale.scale), model.loss_scale.clean_steps)
@@ -765,10 +850,11 @@ def train(
                 tick,
                 model.loss_scale,
                 dist,
-                begin if starters or per_epoch else None,
+                begin if starters or per_epoch or dist is not None else None,
                 counted=compiled,
             )
         ):
+            model.epochs_trained += 1
             if validation is not None:
                 set_training(model.layers, False)  # validation infers
                 with model._half_weights():
@@ -789,13 +875,8 @@ def train(
                 snapshot.take(epoch + 1)
             if progress.enabled:
                 progress.end_epoch(logs)
-            if dist is None:
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, logs)
-            else:
-                with agreed(dist):  # a callback that raises on one rank stops every rank
-                    for cb in callbacks:
-                        cb.on_epoch_end(epoch, logs)
+            call_back(dist, model, callbacks, "on_epoch_end", epoch, logs,
+                      facts=lambda: {"learning rate": optimizer.lr})  # fmt: skip
             if model.stop_training:
                 break
         if epochs and not snapshot.finite():
@@ -825,6 +906,31 @@ def train(
     finally:
         set_training(model.layers, False)
         progress.close()
-    for cb in callbacks:
-        cb.on_train_end(logs)
+    call_back(dist, model, callbacks, "on_train_end", logs)
     return history
+
+
+def call_back(
+    dist: MPI | None,
+    model: Sequential,
+    callbacks: Sequence[Callback],
+    hook: str,
+    *args: Any,
+    facts: Callable[[], dict[str, Any]] | None = None,
+) -> None:
+    """Call ``hook`` of each callback in turn. Under ``dist`` every rank then agrees, in one
+    collective (``MPI.agree``): an error on any rank raises on every rank, a stop
+    (``model.stop_training``) asked on any rank stops every rank, and ``facts()``, taken
+    after the callbacks, must be alike on every rank."""
+    if dist is None:
+        for cb in callbacks:
+            getattr(cb, hook)(*args)
+        return
+    error = None
+    try:
+        for cb in callbacks:
+            getattr(cb, hook)(*args)
+    except Exception as exc:
+        error = exc
+    stop = model.stop_training
+    model.stop_training = dist.agree(error, stop=stop, facts=None if facts is None else facts())

@@ -14,6 +14,15 @@ FIT = {
                     shuffle=False, metrics=["accuracy"], verbose=0),
 }  # fmt: skip
 FIT["bad-data"] = FIT["failing-step"] = FIT["unseeded"] = FIT["replicated"]
+#: One rank differs from the others, or its callbacks do: every rank must stop, never hang.
+DISAGREEING = [
+    "fails-in-on_train_begin", "fails-in-on_epoch_begin", "fails-in-on_train_end",
+    "fails-in-validation", "stops-on-root", "restores-on-root", "lowers-rate-on-root",
+    "epochs-differ", "rows-differ", "batches-differ", "widths-differ", "dtypes-differ",
+    "bad-argument",
+]  # fmt: skip
+for mode in DISAGREEING:
+    FIT[mode] = FIT["replicated"]
 FIT["replicated-dropout"], FIT["sharded-dropout"] = FIT["replicated"], FIT["sharded"]
 FIT["replicated-images"] = FIT["replicated-tokens"] = FIT["replicated"]
 

@@ -110,20 +110,6 @@ def test_declared_parameters_and_buffers_live_on_the_backend(backend, tmp_path):
     np.testing.assert_array_equal(again.get_weights()[2], net.get_weights()[2])
 
 
-def test_parameters_made_in_build_must_be_described_to_be_saved(backend, tmp_path):
-    class Undeclared(pn.Layer):
-        def build(self, backend, dtype, rng, init):
-            super().build(backend, dtype, rng, init)
-            self.w = pn.Parameter(backend.from_numpy(np.ones(3), dtype), "w")
-            self.params = (self.w,)
-
-    net = pn.Sequential(pn.Dense(2, 3), Undeclared(), backend=backend)  # it trains, but
-    with pytest.raises(pn.PolynnValueError, match=r"created params of shapes \[\(3,\)\], but "
-                       r"its param_shapes\(\) gives \[\].*self.add_param"):  # fmt: skip
-        net.save(tmp_path / "m.npz")
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_add_param_checks_its_arguments():
     layer = pn.Layer()
     with pytest.raises(pn.PolynnValueError, match=r"unknown param 'w' initialiser 'glorot'"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed_setup import data, fit_arguments, network
+from distributed_setup import DISAGREEING, data, fit_arguments, network
 
 import polynn as pn
 from polynn.backends.mpi import mpiexec as launcher
@@ -31,12 +31,12 @@ def mpiexec() -> tuple[str, dict[str, str]]:
     return path, env
 
 
-def launch(ranks, backend, mode, out):
+def launch(ranks, backend, mode, out, timeout=180):
     path, extra = mpiexec()
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **extra)
     done = subprocess.run(
         [path, "-n", str(ranks), sys.executable, str(WORKER), backend.name, mode, str(out)],
-        capture_output=True, text=True, timeout=180, env=env,
+        capture_output=True, text=True, timeout=timeout, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     reports = [json.loads((out / f"report{r}.json").read_text()) for r in range(ranks)]
@@ -115,3 +115,38 @@ def test_distributed_must_be_an_mpi_object():
     net = network("numpy")
     with pytest.raises(pn.PolynnValueError, match="polynn.distributed.MPI"):
         net.fit(np.ones((2, 4)), [0, 1], loss="cross_entropy", distributed="mpi", verbose=0)
+
+
+#: What every rank's error says when rank 1 (or its callbacks) differs; None: no error.
+SAID = {
+    "fails-in-on_train_begin": "this callback broke on rank 1",
+    "fails-in-on_epoch_begin": "this callback broke on rank 1",
+    "fails-in-on_train_end": "this callback broke on rank 1",
+    "fails-in-validation": "inference broke on rank 1",
+    "stops-on-root": None,
+    "restores-on-root": "callbacks that set the weights: rank 0 has ['EarlyStopping'], rank 1 "
+    "has []",
+    "lowers-rate-on-root": "the learning rate: rank 0 has 0.010000000000000002, rank 1 has 0.1",
+    "epochs-differ": "the epochs: rank 0 has 4, rank 1 has 5",
+    "rows-differ": "rank 0 has 22 rows in 3 batches, rank 1 has 20 rows in 3 batches",
+    "batches-differ": "rank 0 has 22 rows in 3 batches, rank 1 has 12 rows in 2 batches",
+    "widths-differ": "the shapes of the parameters and buffers: rank 0 has [(4, 6),",
+    "dtypes-differ": "the dtype: rank 0 has float64, rank 1 has float32",
+    "bad-argument": "verbose must be 0, 1 or 2; got 5",
+}
+
+
+@pytest.mark.parametrize("mode", DISAGREEING)
+def test_ranks_that_disagree_all_stop_and_say_why(backend, tmp_path, mode):
+    """An error on rank 1 only (in a callback's hook, in validation, in an argument), a
+    callback on rank 0 only, or settings and data that differ on rank 1: every rank ends
+    (no hang) with the same error, or, for a stop on rank 0, every rank stops with it."""
+    reports = launch(2, backend, mode, tmp_path, timeout=60)
+    if SAID[mode] is None:
+        assert all("error" not in r for r in reports), reports
+        assert len(reports[0]["history"]["loss"]) == 2  # EarlyStopping gave up after epoch 2
+        assert reports[1]["history"] == reports[0]["history"]
+        return
+    for report in reports:
+        assert "error" in report, report
+        assert SAID[mode] in report["error"][1]

@@ -61,7 +61,7 @@ CASES = {
     "Flatten": (pn.Flatten, (4, 3, 2), False),
     "Conv1D": (lambda: pn.Conv1D(3, 4, 3), (2, 7, 3), False),
     "Conv1D-stride-pad": (lambda: pn.Conv1D(2, 3, 5, stride=2, padding=1), (2, 12, 2), False),
-    "Conv1D-stride3": (lambda: pn.Conv1D(2, 3, 2, stride=3, padding=2), (2, 9, 2), False),
+    "Conv1D-stride3": (lambda: pn.Conv1D(2, 3, 2, stride=3, padding=1), (2, 9, 2), False),
     "MaxPool1D": (lambda: pn.MaxPool1D(2), (2, 7, 3), False),
     "MaxPool1D-overlap": (lambda: pn.MaxPool1D(3, stride=2), (2, 9, 2), False),
     "GlobalAveragePool1D": (pn.GlobalAveragePool1D, (2, 5, 3), False),

@@ -138,7 +138,7 @@ def test_the_file_records_the_optimizer_state(backend, tmp_path):
     with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
         config = json.loads(str(data["config"]))
         arrays = {name: data[name] for name in data.files if name != "config"}
-    assert config["format_version"] == 3
+    assert config["format_version"] == pn.files.FORMAT_VERSION
     training = config["training"]
     assert training["loss"] == {"type": "CrossEntropy", "config": {}}
     assert training["metrics"] == ["accuracy"]

@@ -162,3 +162,47 @@ def test_a_data_set_larger_than_the_memory_cap_streams_through(backend, big_file
     loss, val, predicted = done.stdout.split()
     assert float(loss) < 1e-6 and float(val) < 1e-6  # the targets are a linear function of X
     assert int(predicted) == rows
+
+
+class Interrupted(pn.Layer):
+    """Raises KeyboardInterrupt in its first training pass, as Ctrl-C would."""
+
+    def forward(self, x):
+        if self.training:
+            raise KeyboardInterrupt
+        return x
+
+    def backward(self, grad):
+        return grad
+
+
+@pytest.mark.parametrize("stop", ["bad batch", "ctrl-c"])
+def test_stopping_never_waits_on_a_blocked_source(backend, stop):
+    """The stream yields a batch (of the wrong shape, or one during which Ctrl-C comes), then
+    blocks on its source. The error must reach the caller without waiting for the source:
+    here the source is released only after ``fit`` has raised (or, should ``fit`` wait for
+    it, after 20 s, and the test fails). The worker thread ends once the source returns."""
+    X, y = data()
+    release, returned = threading.Event(), threading.Event()
+    first = X[:10, :2] if stop == "bad batch" else X[:10]  # two features; the network takes 3
+
+    def stuck():
+        yield first, y[:10]
+        release.wait(timeout=20)
+        returned.set()
+        yield X[:10], y[:10]
+
+    model = net(backend)
+    if stop == "bad batch":
+        expected, match = pn.PolynnValueError, r"X has shape \(10, 2\)"
+    else:
+        model = pn.Sequential(Interrupted(), pn.Dense(3, 1), backend=backend, seed=0)
+        expected, match = KeyboardInterrupt, ""
+    with pytest.raises(expected, match=match):
+        model.fit(stuck, verbose=0)
+    assert not returned.is_set(), "fit waited for the blocked source before raising"
+    release.set()
+    for thread in threading.enumerate():
+        if thread.name == "polynn-prefetch":
+            thread.join(timeout=20)
+            assert not thread.is_alive()

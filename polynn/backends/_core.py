@@ -154,16 +154,23 @@ class Backend:
         """The namespace's ``float16`` or ``bfloat16``, or None where it has none."""
         return getattr(self.xp, name, None)
 
-    def from_numpy(self, a: Any, dtype: Any = None) -> Any:
+    def from_numpy(self, a: Any, dtype: Any = None, *, private: bool = False) -> Any:
         """Copy host data (a NumPy array or anything ``numpy.asarray`` takes) onto the device.
 
         The result never shares memory with ``a``: training updates parameters in place.
+        ``private=True`` hands ``a`` over instead (an array nobody else holds, such as one
+        just read from a file), which NumPy then keeps as it is, without a copy.
         """
-        a = np.asarray(a)
-        if dtype is not None:
-            a = a.astype(dtype_name(dtype), copy=False)
+        source = np.asarray(a)
+        a = source if dtype is None else source.astype(dtype_name(dtype), copy=False)
+        a = np.ascontiguousarray(a)
+        # An array made here (a cast, a contiguous copy) is this call's own, as is one handed
+        # over: a backend whose arrays are NumPy's keeps it.
+        made_here = a is not source and not np.may_share_memory(a, source)
+        if (private or made_here) and self.owns(a):
+            return a
         with self.context():
-            return self._from_numpy(np.ascontiguousarray(a))
+            return self._from_numpy(a)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A NumPy copy of ``x`` (an array of this backend); never a view of it."""
@@ -204,13 +211,16 @@ class Backend:
             pass
         return self.from_numpy(to_numpy(x))
 
-    def asarray(self, data: Any, *, dtype: Any = None, name: str = "X") -> Any:
+    def asarray(
+        self, data: Any, *, dtype: Any = None, name: str = "X", private: bool = False
+    ) -> Any:
         """Check user data and return it as an array of this backend.
 
         Host data (lists, NumPy arrays, scalars) is copied onto the device. An array of this
         backend must already be on its device. An array of another library is refused, with
         the way to move it. Non-numeric, complex or non-finite data is refused. ``dtype=None``
-        keeps the data's own numeric dtype (used for integer class labels).
+        keeps the data's own numeric dtype (used for integer class labels). ``private``: see
+        ``from_numpy``.
         """
         if self.owns(data):
             device = self.device_of(data)
@@ -231,8 +241,10 @@ class Backend:
             )
         a = check_host_array(data, name)
         if dtype is not None:
-            a = cast_host_array(a, dtype_name(self.dtype(dtype)), name)
-        return self.from_numpy(a)
+            cast = cast_host_array(a, dtype_name(self.dtype(dtype)), name)
+            private = private or (cast is not a and not np.may_share_memory(cast, a))
+            a = cast  # a cast made here is this call's own: NumPy keeps it without a copy
+        return self.from_numpy(a, private=private)
 
     def _check_device_array(self, x: Any, dtype: Any, name: str) -> Any:
         xp = self.xp

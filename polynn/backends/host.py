@@ -11,8 +11,10 @@ import re
 import secrets
 import socket
 import stat
+import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,11 @@ __all__ = [
     "INITIALIZERS",
     "HostRNG",
     "log_softmax",
+    "mean_one",
     "read_model",
     "softmax",
     "to_numpy",
+    "weights_to_come",
     "write_bytes",
     "write_model",
 ]
@@ -112,6 +116,8 @@ class HostRNG:
 
     def normal(self, *shape: int) -> np.ndarray:
         """Standard normal draws (an ``Embedding``'s table, as PyTorch starts it)."""
+        if _weights_to_come():
+            return _no_weights(shape)
         return self._rng.standard_normal(shape)
 
     def zeros(self, *shape: int) -> np.ndarray:
@@ -123,8 +129,11 @@ class HostRNG:
         """The initial values of an array of ``shape`` with ``fan_in`` inputs and ``fan_out``
         outputs: ``init`` is a name from ``INITIALIZERS``, a number (every element), or a
         function ``init(shape, rng)`` of the shape and this model's ``numpy.random.Generator``
-        returning an array of that shape. ``what`` names the array in errors."""
+        returning an array of that shape. ``what`` names the array in errors. Inside
+        ``weights_to_come`` nothing is drawn: the array is zeros."""
         shape = tuple(shape)
+        if _weights_to_come():
+            return _no_weights(shape)
         if callable(init):
             try:
                 values = np.asarray(init(shape, self._rng), dtype=np.float64)
@@ -167,15 +176,65 @@ class HostRNG:
 
     @state.setter
     def state(self, value: dict) -> None:
-        self._rng.bit_generator.state = value
+        """Move to ``value`` (as ``state`` gave it); anything else is a ``PolynnValueError``."""
+        generator = self._rng.bit_generator
+        before = generator.state
+        try:
+            generator.state = value
+            generator.random_raw()  # a state NumPy stores but cannot draw from fails here
+        except (TypeError, ValueError, OverflowError, KeyError) as exc:
+            generator.state = before
+            raise PolynnValueError(
+                f"not a position of the {type(generator).__name__} generator "
+                f"({type(exc).__name__}: {exc})."
+            ) from None
+        generator.state = value
+
+
+def mean_one(w: np.ndarray) -> np.ndarray | None:
+    """Non-negative weights scaled, in float64, to average 1 (None if all are 0). They are
+    divided by the largest first, so that no sum overflows (weights of 1e308) and tiny ones
+    (1e-40, below float32's normal range) keep their ratios."""
+    w = np.asarray(w, dtype=np.float64).reshape(-1)
+    largest = w.max()
+    if not largest > 0:
+        return None
+    w = w / largest
+    return w * (w.size / w.sum())
+
+
+_LOADING = threading.local()
+
+
+@contextlib.contextmanager
+def weights_to_come() -> Iterator[None]:
+    """Inside this block (in this thread) ``HostRNG`` draws no weights: a model built here
+    gets zeros, which take no memory until its layers copy them in, and the generator does
+    not move. For a model whose weights are set right after (one being loaded), so that
+    building it costs no random draws and no float64 arrays."""
+    _LOADING.active = True
+    try:
+        yield
+    finally:
+        _LOADING.active = False
+
+
+def _weights_to_come() -> bool:
+    return getattr(_LOADING, "active", False)
+
+
+def _no_weights(shape: tuple[int, ...]) -> np.ndarray:
+    """An array of zeros of ``shape`` that holds one number (a broadcast view)."""
+    return np.broadcast_to(np.float64(0.0), shape)
 
 
 def write_model(
     path: str | os.PathLike, arrays: Sequence[np.ndarray], config: dict, names: Sequence[str]
 ) -> Path:
     """Write ``arrays`` (named ``names``) and a JSON ``config`` to one file, atomically: a
-    ``.safetensors`` file (the config in its metadata) where the path ends so, else an
-    ``.npz`` archive (``config`` and the arrays).
+    ``.safetensors`` file (the config and a checksum in its metadata: ``_write_safetensors``)
+    where the path ends so, else an ``.npz`` archive (``config`` and the arrays; zip keeps a
+    CRC32 of each).
 
     The data goes to a new file in the target's directory which then replaces the target in
     one rename: an existing file is never left half-written. Where the OS allows (Linux's
@@ -195,8 +254,7 @@ def write_model(
         _remove_stale_temporaries(path)
         with _replacing(path) as f:
             if is_safetensors(path):
-                metadata = {SAFETENSORS_KEY: json.dumps(config)}
-                f.write(_safetensors().save(params, metadata=metadata))
+                _write_safetensors(f, params, json.dumps(config))
             else:
                 np.savez(f, config=np.array(json.dumps(config)), **params)
     except OSError as exc:
@@ -399,7 +457,7 @@ def read_model(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.n
             raise
         except (
             ValueError, OSError, EOFError, KeyError, RecursionError, MemoryError,
-            zipfile.BadZipFile,
+            NotImplementedError, zipfile.BadZipFile,
         ) as exc:  # fmt: skip
             raise PolynnFileError(
                 f"cannot read {str(path)!r} as a polynn model file: {type(exc).__name__}: {exc}"
@@ -408,61 +466,139 @@ def read_model(path: str | os.PathLike, shapes: Shapes) -> tuple[dict, list[np.n
 
 
 SAFETENSORS_KEY = "polynn_config"
+#: The metadata entry holding the CRC32 of the config's text and the tensors' bytes, as eight
+#: hex digits (from format 3; a file of format 3 or later without it is refused).
+SAFETENSORS_CHECKSUM = "polynn_crc32"
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16}
+_SAFETENSORS_NAMES = {np.dtype(t).name: name for name, t in _SAFETENSORS_DTYPES.items()}
 
 
 def is_safetensors(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(".safetensors")
 
 
-def _safetensors() -> Any:
-    try:
-        import safetensors.numpy
-    except ImportError as exc:
-        raise PolynnFileError(
-            f"files ending in .safetensors need the safetensors package ({exc}): pip install "
-            '"polynn[safetensors]"'
-        ) from None
-    return safetensors.numpy
+def _write_safetensors(f: Any, arrays: dict[str, np.ndarray], config_text: str) -> None:
+    """A safetensors file (the format of the ``safetensors`` package, which reads it): the
+    header's length (8 bytes, little-endian), the header (JSON: each tensor's dtype, shape and
+    byte range, and the metadata: polynn's config and the CRC32 of the config's text followed
+    by the tensors' bytes), padded with spaces to a multiple of 8 bytes, then the tensors'
+    bytes, little-endian, in order. ``arrays`` maps each tensor's name to its array."""
+    tensors = {
+        name: np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")) for name, a in arrays.items()
+    }
+    header: dict[str, Any] = {}
+    crc, start = zlib.crc32(config_text.encode()), 0
+    for name, t in tensors.items():
+        stop = start + t.nbytes
+        header[name] = {
+            "dtype": _SAFETENSORS_NAMES[t.dtype.name],
+            "shape": list(t.shape),
+            "data_offsets": [start, stop],
+        }
+        crc, start = zlib.crc32(_bytes_of(t), crc), stop
+    header["__metadata__"] = {SAFETENSORS_KEY: config_text, SAFETENSORS_CHECKSUM: f"{crc:08x}"}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    f.write(len(text).to_bytes(8, "little"))
+    f.write(text)
+    for t in tensors.values():
+        f.write(_bytes_of(t))
+
+
+def _bytes_of(a: np.ndarray) -> memoryview:
+    """The bytes of a contiguous array, without a copy."""
+    return memoryview(a.reshape(-1)).cast("B")
 
 
 def _read_safetensors(f: Any, path: Path, shapes: Shapes) -> tuple[dict, list[np.ndarray]]:
-    """A ``.safetensors`` model file: its header (JSON: each tensor's dtype, shape and byte
-    range, and the metadata holding polynn's config) is checked against the shapes the
-    config implies before the data is read, then the safetensors package reads the tensors."""
+    """A ``.safetensors`` model file, read within what its config implies: the header (JSON:
+    each tensor's dtype, shape and byte range, and the metadata holding polynn's config) is
+    checked against the shapes the config implies, and the tensors must fill the rest of the
+    file exactly, before any tensor is read; each is then read into one new array, and the
+    checksum (format 3 on) verified over the config and the bytes read."""
     size = os.fstat(f.fileno()).st_size
     try:
         length = int.from_bytes(f.read(8), "little")
         if not 2 <= length <= MAX_CONFIG_BYTES or 8 + length > size:
             raise ValueError(f"its header declares {length:,} bytes")
         header = json.loads(f.read(length))
-        config = json.loads(header.get("__metadata__", {})[SAFETENSORS_KEY])
+        if not isinstance(header, dict):
+            raise ValueError(f"its header is a JSON {type(header).__name__}, not an object")
+        metadata = header.pop("__metadata__", None)
+        text = metadata.get(SAFETENSORS_KEY) if isinstance(metadata, dict) else None
+        if not isinstance(text, str):
+            raise ValueError("its metadata holds no polynn config")
+        config = json.loads(text)
         if not isinstance(config, dict):
             raise ValueError("its polynn config is not a JSON object")
         expected = shapes(config)
-        data = size - 8 - length
-        for name, shape in expected:
-            entry = header[name]
-            dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
-            start, stop = entry["data_offsets"]
-            nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-            if tuple(entry["shape"]) != tuple(shape) or stop - start != nbytes or stop > data:
-                raise ValueError(
-                    f"{name} is {entry['dtype']} of shape {tuple(entry['shape'])} at bytes "
-                    f"{start}-{stop}; the config implies shape {tuple(shape)}"
-                )
-        if len(header) - ("__metadata__" in header) != len(expected):
-            raise ValueError(f"it holds {len(header) - 1} tensors; its config describes "
-                             f"{len(expected)}")  # fmt: skip
-        f.seek(0)
-        tensors = _safetensors().load(f.read())
+        checksum = metadata.get(SAFETENSORS_CHECKSUM)
+        if checksum is None and config["format_version"] >= 3:
+            raise PolynnFileError(
+                f"{str(path)!r} is damaged or was not written by polynn: its metadata has no "
+                f"{SAFETENSORS_CHECKSUM!r} checksum, which files of format 3 on carry."
+            )
+        if sorted(header) != sorted(name for name, _ in expected):
+            raise ValueError(
+                f"it holds {len(header)} tensors; its config describes {len(expected)}"
+                + ("" if len(header) != len(expected) else " with other names")
+            )
+        layout = sorted(
+            _tensor_at(header, name, i, shape) for i, (name, shape) in enumerate(expected)
+        )
+        data, position = size - 8 - length, 0
+        for start, stop, _, _ in layout:
+            if start != position:
+                raise ValueError(f"its tensors leave a gap or overlap at byte {position:,}")
+            position = stop
+        if position != data:
+            raise ValueError(f"its tensors take {position:,} bytes, but {data:,} follow the header")
+        arrays: list[Any] = [None] * len(expected)
+        crc = zlib.crc32(text.encode())
+        for _, _, i, out in layout:  # in file order: one pass, no seeks
+            view = _bytes_of(out)
+            if f.readinto(view) != len(view):
+                raise ValueError("it is truncated")
+            crc = zlib.crc32(view, crc)
+            arrays[i] = out.astype(out.dtype.newbyteorder("="), copy=False)
     except PolynnFileError:
         raise
-    except (ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
+    except (ValueError, KeyError, TypeError, OSError, RecursionError, MemoryError) as exc:
         raise PolynnFileError(
             f"cannot read {str(path)!r} as a polynn model file: {type(exc).__name__}: {exc}"
         ) from None
-    return config, [np.array(tensors[name]) for name, _ in expected]
+    if checksum is not None and checksum != f"{crc:08x}":
+        raise PolynnFileError(
+            f"{str(path)!r} is damaged: its config and tensors do not match their checksum "
+            f"(CRC32 {crc:08x}; the file records {checksum!r})."
+        )
+    return config, arrays
+
+
+def _tensor_at(
+    header: dict, name: str, i: int, shape: tuple[int, ...]
+) -> tuple[int, int, int, Any]:
+    """``(start, stop, i, empty array)`` of tensor ``name`` (the ``i``-th) of a safetensors
+    header, if it is a float tensor of ``shape`` taking exactly its bytes; else a
+    ``ValueError``."""
+    entry = header[name]
+    if not isinstance(entry, dict):
+        raise ValueError(f"{name} is described by {entry!r}, not by a JSON object")
+    dtype = _SAFETENSORS_DTYPES.get(entry.get("dtype"))  # type: ignore[arg-type]
+    offsets = entry.get("data_offsets")
+    if dtype is None:
+        raise ValueError(f"{name} has dtype {entry.get('dtype')!r}; expected F16, F32 or F64")
+    positions = isinstance(offsets, list) and len(offsets) == 2
+    if not (positions and all(type(o) is int for o in offsets)):  # not bool, not float
+        raise ValueError(f"{name} has data_offsets {offsets!r}; expected two byte positions")
+    start, stop = offsets
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if entry.get("shape") != list(shape) or start < 0 or stop - start != nbytes:
+        raise ValueError(
+            f"{name} is {entry.get('dtype')} of shape {entry.get('shape')} at bytes "
+            f"{start}-{stop}; the config implies shape {tuple(shape)}"
+        )
+    return start, stop, i, np.empty(shape, dtype=np.dtype(dtype).newbyteorder("<"))
 
 
 #: Deflate cannot shrink data by more than this (1032:1), so a member that claims more lies.
@@ -470,10 +606,16 @@ MAX_DEFLATE_RATIO = 1032
 
 
 def _check_member(info: zipfile.ZipInfo, file_size: int) -> None:
-    """A member's compressed bytes must lie in the file, and its declared size must be one
-    its compression could give (stored: the same bytes; deflated: at most 1032 times)."""
+    """A member's compressed bytes must lie in the file, its compression must be one that
+    ``save`` writes (stored or deflated), and its declared size must be one that compression
+    could give (stored: the same bytes; deflated: at most 1032 times)."""
     if info.header_offset + info.compress_size > file_size:
         raise ValueError(f"{info.filename} declares bytes beyond the end of the file")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ValueError(
+            f"{info.filename} uses zip compression method {info.compress_type}; model files "
+            "are stored or deflated"
+        )
     if info.compress_type == zipfile.ZIP_STORED:
         plausible = info.file_size == info.compress_size
     else:
@@ -513,7 +655,7 @@ def _read_array(
     archive: zipfile.ZipFile, info: zipfile.ZipInfo, shape: tuple[int, ...]
 ) -> np.ndarray:
     """The array of member ``info``, if its header declares ``shape`` and a float dtype and
-    the member holds exactly that many bytes; read into one new array, nothing more."""
+    the member holds exactly that many bytes; read into one new array, with little more."""
     with archive.open(info) as member:
         declared, fortran, dtype = _read_header(member)
         if tuple(declared) != tuple(shape) or dtype.kind != "f" or dtype.hasobject:
@@ -527,9 +669,17 @@ def _read_array(
                              f"and {nbytes:,} bytes of data")  # fmt: skip
         out = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
         view = memoryview(out.reshape(-1, order="A")).cast("B")
-        if member.readinto(view) != nbytes:
-            raise ValueError(f"{info.filename} is truncated")
+        done = 0
+        while done < nbytes:  # in chunks: a zip member reads each into a bytes object first
+            got = member.readinto(view[done : done + READ_CHUNK])
+            if not got:
+                raise ValueError(f"{info.filename} is truncated")
+            done += got
     return out
+
+
+#: The most bytes ``_read_array`` asks a zip member for at once.
+READ_CHUNK = 1 << 20
 
 
 def softmax(logits: Any) -> np.ndarray:

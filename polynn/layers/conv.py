@@ -73,11 +73,11 @@ def spread(xp: Any, device: Any, grads: list[Any], stride: int, length: int) -> 
 class Conv1D(Layer):
     """``y[:, j, :] = b + sum_k x[:, stride * j + k - padding, :] @ W[k]``: a 1-d convolution
     (a cross-correlation, as in PyTorch's ``conv1d``) on inputs of shape (rows, length,
-    in_channels), zero-padded by ``padding`` at both ends. ``W`` has shape (kernel_size,
-    in_channels, out_channels), ``b`` (out_channels,). Weights start as a ``Dense``'s with
-    ``kernel_size * in_channels`` inputs and ``out_channels`` outputs (He-normal before the
-    ReLU family, else Glorot; ``init`` and ``bias_init`` as ``Dense``'s: a name draws that
-    (kernel_size * in_channels, out_channels) matrix)."""
+    in_channels), zero-padded by ``padding`` (less than ``kernel_size``) at both ends. ``W``
+    has shape (kernel_size, in_channels, out_channels), ``b`` (out_channels,). Weights start
+    as a ``Dense``'s with ``kernel_size * in_channels`` inputs and ``out_channels`` outputs
+    (He-normal before the ReLU family, else Glorot; ``init`` and ``bias_init`` as ``Dense``'s:
+    a name draws that (kernel_size * in_channels, out_channels) matrix)."""
 
     compilable = True
 
@@ -101,6 +101,11 @@ class Conv1D(Layer):
         self.padding = integer(padding, "Conv1D padding", 0)
         self.init_name = None if init is None else check_init(init, "Conv1D init")
         self.bias_init = check_init(bias_init, "Conv1D bias_init", BIAS_INITS)
+        if self.padding >= self.kernel_size:  # also bounds what a file can make it allocate
+            raise PolynnValueError(
+                f"Conv1D padding must be below kernel_size={self.kernel_size} (more padding "
+                f"only adds outputs that see no input); got {self.padding}."
+            )
         #: False for a network's first layer: its input gradient is never used.
         self.need_input_grad = True
 

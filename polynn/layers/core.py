@@ -34,6 +34,7 @@ __all__ = [
     "Shape",
     "Init",
     "check_built",
+    "check_declared",
     "check_init",
     "axis_names",
     "check_stack",
@@ -171,6 +172,10 @@ class Layer:
     #: What the layer takes first in a model: ``"real floating"`` data, which the model casts
     #: to its dtype, or ``"integral"`` ids (an ``Embedding``), which it keeps integer.
     input_kind: ClassVar[str] = "real floating"
+    #: Whether every output lies in [0, 1] (``Sigmoid``, ``Softmax``): ``loss="bce"`` takes
+    #: a network that ends with such a layer. A layer of your own that gives probabilities
+    #: sets it.
+    probabilities: ClassVar[bool] = False
 
     #: What the layer's inputs and outputs hold: a mixed-precision model sets its half type
     #: here before ``build`` (see ``polynn.precision``); None means the parameters' dtype.
@@ -256,15 +261,17 @@ class Layer:
         raise NotImplementedError
 
     def param_shapes(self) -> list[tuple[int, ...]]:
-        """The shapes of the parameters ``build`` creates (known before building it: files
-        are checked against them). The default: those declared with ``add_param``; a layer
-        that creates its parameters in ``build`` itself overrides this."""
+        """The shapes of the parameters ``build`` creates, in order, computed from the
+        constructor's arguments alone: ``pn.load`` checks a file's arrays against them before
+        reading any. The default: those declared with ``add_param``; a layer that creates its
+        parameters in ``build`` itself overrides this (a model refuses a layer whose parameters
+        do not have the shapes it declares)."""
         declared = self.__dict__.get("_declared", ())
         return [shape for _, shape, _, kind in declared if kind == "param"]
 
     def buffer_shapes(self) -> list[tuple[int, ...]]:
-        """The shapes of the ``buffers`` ``build`` creates (known before building it); by
-        default those declared with ``add_buffer``."""
+        """The shapes of the ``buffers`` ``build`` creates, as ``param_shapes``; by default
+        those declared with ``add_buffer``."""
         declared = self.__dict__.get("_declared", ())
         return [shape for _, shape, _, kind in declared if kind == "buffer"]
 
@@ -449,6 +456,7 @@ class Sigmoid(Activation):
     """``y = 1 / (1 + exp(-x))``, computed as ``(tanh(x / 2) + 1) / 2`` so it never overflows."""
 
     kind = "sigmoid"
+    probabilities = True
 
 
 class Tanh(Activation):
@@ -487,6 +495,8 @@ class Softmax(Layer):
     """
 
     compilable = True
+
+    probabilities = True
 
     def forward(self, x: Any) -> Any:
         xp = self.xp
@@ -558,6 +568,24 @@ def check_layers(layers: Sequence[Any], owner: str, what: str, example: str) -> 
             )
 
 
+def check_declared(
+    layers: Sequence[Layer], params: Sequence[Parameter], buffers: Sequence[Parameter]
+) -> None:
+    """Refuse a built stack whose parameters or buffers differ from what its layers declare
+    (``param_shapes``, ``buffer_shapes``), or are no longer those ``params`` and ``buffers``
+    (a model's lists, taken when it was built): a file of such a model could not be loaded."""
+    for inner in (deep for layer in layers for deep in nested(layer)):
+        check_built(inner)
+    held = [
+        id(a) for kind in ("params", "buffers") for layer in layers for a in getattr(layer, kind)
+    ]
+    if held != [id(a) for a in (*params, *buffers)]:
+        raise PolynnValueError(
+            "a layer replaced its parameters or buffers after the model was built: create "
+            "them in build(), and update their .value in place of new Parameter objects."
+        )
+
+
 def check_stack(layers: tuple[Layer, ...]) -> tuple[Shape | None, Shape | None]:
     """Check that ``layers`` can form one model (new layer objects whose shapes chain);
     return the row shapes it takes and gives (``stack_shapes``)."""
@@ -587,8 +615,8 @@ def check_stack(layers: tuple[Layer, ...]) -> tuple[Shape | None, Shape | None]:
 
 def check_built(layer: Layer) -> None:
     """Refuse a built layer whose ``param_shapes`` or ``buffer_shapes`` do not describe the
-    arrays it created (``save`` asks): files are checked against them when they are read,
-    before anything is built."""
+    arrays it created: files are checked against them when they are read, before anything
+    is built."""
     for kind, arrays, declared in (
         ("param", layer.params, layer.param_shapes()),
         ("buffer", layer.buffers, layer.buffer_shapes()),

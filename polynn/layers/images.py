@@ -95,6 +95,11 @@ class Conv2D(Layer):
                 f'Conv2D padding must be "same", an int or a pair; got {padding!r}.'
             )
         self.padding = padding if padding == "same" else pair(padding, "Conv2D padding", 0)
+        if padding != "same" and any(p >= k for p, k in zip(self.padding, self.kernel_size)):
+            raise PolynnValueError(  # also bounds what a file can make it allocate
+                f"Conv2D padding must be below kernel_size={self.kernel_size} in each axis "
+                f"(more padding only adds outputs that see no input); got {self.padding}."
+            )
         #: False for a network's first layer: its input gradient is never used.
         self.need_input_grad = True
 

@@ -19,7 +19,12 @@ from polynn.layers.core import (
     stack_shapes,
 )
 
-__all__ = ["Residual"]
+__all__ = ["MAX_DEPTH", "Residual"]
+
+#: How deep Residual blocks may nest (a block inside a block ... counts each): deeper
+#: stacks of Python calls would exhaust the interpreter's recursion limit when the model is
+#: saved or loaded.
+MAX_DEPTH = 64
 
 
 class Residual(Layer):
@@ -36,6 +41,13 @@ class Residual(Layer):
 
     def __init__(self, *layers: Layer) -> None:
         check_layers(layers, "Residual", "Residual's layer", "pn.Dense(8, 8)")
+        #: How many Residual blocks nest here, this one included.
+        self.depth = 1 + max((getattr(layer, "depth", 0) for layer in layers), default=0)
+        if self.depth > MAX_DEPTH:
+            raise PolynnValueError(
+                f"Residual blocks nest at most {MAX_DEPTH} deep; this one would be "
+                f"{self.depth} deep."
+            )
         self.layers = list(layers)
         entry, out = stack_shapes(self.layers)
         if entry is not None and out is not None and not compatible(entry, out):

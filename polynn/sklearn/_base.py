@@ -516,6 +516,15 @@ def _check_sample_weight(sample_weight: Any, X: Any) -> Any:
         raise pn.PolynnValueError(
             "Sample weights must contain at least one non-zero number; all weights are zero."
         )
+    with warnings.catch_warnings():  # an overflow is reported below, by value
+        warnings.simplefilter("ignore", RuntimeWarning)
+        total = float(sample_weight.sum())
+    if not math.isfinite(total):  # the loss divides by it: every figure would be NaN
+        raise pn.PolynnValueError(
+            f"sample_weight sums to {total} in {sample_weight.dtype}; scale the weights down "
+            "(the loss is their weighted mean: scaling them all changes only the weight of "
+            "alpha's penalty)."
+        )
     return sample_weight
 
 
