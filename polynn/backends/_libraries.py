@@ -276,7 +276,9 @@ class TorchBackend(Backend):
         return getattr(self._torch, name)
 
     def _from_numpy(self, a: np.ndarray) -> Any:
-        return self._torch.from_numpy(a).to(self.device, copy=True)
+        with warnings.catch_warnings():  # a read-only view (a file's array) is copied at once
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            return self._torch.from_numpy(a).to(self.device, copy=True)
 
     @contextlib.contextmanager
     def context(self, matmul_precision: str = "highest") -> Iterator[None]:
@@ -347,6 +349,11 @@ class JaxBackend(Backend):
 
     def owns(self, x: Any) -> bool:
         return isinstance(x, self._jax.Array)
+
+    def _make_kernels(self) -> Kernels:
+        from polynn.backends._jax_kernels import JaxKernels
+
+        return JaxKernels(self.xp, self.device)
 
     def _from_numpy(self, a: np.ndarray) -> Any:
         return self._jax.device_put(a, self.device)
