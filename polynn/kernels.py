@@ -41,6 +41,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from polynn.errors import PolynnValueError
 from polynn.hashing import Hash, word_dtype
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class Scalars:
         self.lr = xp.zeros((), dtype=dtype, device=device)
         self.t = xp.zeros((), dtype=dtype, device=device)
         self._lr_seen: float | None = None
+        self._largest = float(xp.finfo(dtype).max)
         #: A backend's flat buffers of the parameters and their state (CuPy's arena), made
         #: by its kernels on the first update; None where it has none.
         self.arena: Any = None
@@ -96,6 +98,11 @@ class Scalars:
         """Write the rate (only when it changed since the last call) and, if given, the
         count of updates applied."""
         if lr != self._lr_seen:
+            if not abs(lr) <= self._largest:
+                raise PolynnValueError(
+                    f"the learning rate {lr:g} is beyond the range of the parameters' dtype "
+                    f"(largest {self._largest:g}): lower it, or check the schedule."
+                )
             self.lr = self._write(self.lr, lr)
             self._lr_seen = lr
         if t is not None:

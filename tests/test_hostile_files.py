@@ -238,10 +238,13 @@ def test_a_crafted_config_is_refused_at_load(backend, tmp_path, edit):
 
 
 def test_a_schedule_whose_rate_overflows_is_a_polynn_error(backend, tmp_path):
-    """``StepDecay(gamma=1e300)``: 1e298 after the file's two steps, beyond float64 after
-    four; training from it stops with a polynn error, never an ``OverflowError``."""
+    """``StepDecay(gamma=1e300)``: 1e298 after the file's two steps (beyond float32), beyond
+    float64 after four; loading it, or else training from it, stops with a polynn error,
+    never an ``OverflowError`` (nor the library's own)."""
     path = rewritten(saved(tmp_path), _set(*SCHEDULE, "config", "gamma", value=1e300))
-    net = pn.load(path, backend=backend)
+    with pytest.raises(pn.PolynnError, match="learning rate 1e\\+298 is beyond"):
+        pn.load(path, backend=backend)
+    net = pn.load(path, backend=backend, dtype="float64")
     with pytest.raises(pn.PolynnError):
         net.fit(X, Y, epochs=4, verbose=0)
     with pytest.raises(pn.PolynnValueError, match="gives inf after 4 steps"):
