@@ -438,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", help="run only these workloads (xor small large)")
     parser.add_argument("--output", type=Path, help="also write the report (Markdown) here")
     parser.add_argument(
+        "--jax", action="store_true", help="also time polynn on JAX (benchmarks/jax_steps.py)"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -505,6 +508,11 @@ def main(argv: list[str] | None = None) -> int:
         *memory_table(workloads, memory),
         "",
     ]
+    if args.jax:
+        import jax_steps  # beside this script
+
+        report += ["## JAX: compiled steps against a hand-written jax.jit loop", ""]
+        report += [*jax_steps.report(jax_steps.measure(args.quick)), ""]
     print()
     print("\n".join(report))
     if args.output is not None:

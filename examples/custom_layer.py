@@ -34,6 +34,7 @@ class PReLU(pn.Layer):
     (the last axis)."""
 
     init = "he_normal"  # a Dense before it starts He-normal, as before a ReLU
+    compilable = True  # forward and backward read nothing back to the host (polynn.compiled)
 
     def __init__(self, features: int, alpha: float = 0.25) -> None:
         self.features, self.alpha_init = features, alpha

@@ -146,12 +146,13 @@ def undeclared(model: Sequential, loss: Loss, optimizer: Optimizer) -> str | Non
 class Slot:
     """One array a training step changes: ``holder[key]`` for a dict, else the attribute;
     ``get()`` and ``set(value)`` reach it (bound once: a compiled step calls them at every
-    step)."""
+    step). ``made``: the step writes it before reading it (a gradient), so a compiled step
+    that passes its arrays in and out (JAX) need not pass it in."""
 
-    __slots__ = ("get", "holder", "key", "set")
+    __slots__ = ("get", "holder", "key", "made", "set")
 
-    def __init__(self, holder: Any, key: str) -> None:
-        self.holder, self.key = holder, key
+    def __init__(self, holder: Any, key: str, made: bool = False) -> None:
+        self.holder, self.key, self.made = holder, key, made
         if isinstance(holder, dict):
             self.get = functools.partial(dict.__getitem__, holder, key)
             self.set = functools.partial(dict.__setitem__, holder, key)
@@ -169,7 +170,7 @@ def slots(model: Sequential, optimizer: Optimizer, layers: Iterable[Layer]) -> l
     (``Layer.device_state``) and the loss scale's."""
     out = []
     for p in model.params:
-        out += [Slot(p, "value"), Slot(p, "grad")]
+        out += [Slot(p, "value"), Slot(p, "grad", made=True)]
     out += [Slot(b, "value") for b in model.buffers]
     for state in optimizer.state:
         out += [Slot(state, name) for name in sorted(state)]

@@ -159,6 +159,7 @@ class MAE(Loss):
     they are equal), as PyTorch's ``l1_loss``."""
 
     name = "mae"
+    compilable = True
 
     def value_and_grad(self, pred: Any, target: Any) -> tuple[Any, Any]:
         xp = self._xp(pred)
@@ -179,6 +180,7 @@ class Huber(Loss):
     far from it, as PyTorch's ``huber_loss``. Gradient ``clip(d, -delta, delta) / size``."""
 
     name = "huber"
+    compilable = True
 
     def __init__(self, delta: float = 1.0) -> None:
         self.delta = number(delta, "Huber delta", 0.0, low_open=True)

@@ -652,8 +652,10 @@ def epochs_of(
         values: list[Any] = []
         counts: dict[str, list[Any]] = {name: [] for name in metrics} if metrics else {}
         if rows is not None:
-            arrays = batches.epoch_arrays()
-            epoch_batches: Iterable[Any] = ((arrays, span) for span in batches.spans)
+            arrays, last = batches.epoch_arrays(), len(batches.spans) - 1
+            epoch_batches: Iterable[Any] = (
+                (arrays, span, i == last) for i, span in enumerate(batches.spans)
+            )  # the parameters' gradients: those of the epoch's last step
         else:
             epoch_batches = batches.epoch()
         for batch in epoch_batches:
@@ -715,7 +717,8 @@ class Snapshot:
     diverges: taken before ``fit`` starts and again at the end of each epoch but the last (at
     the end of the one before the last only, when each epoch is one guarded step: see
     ``make_step``). It costs one copy of the parameters in memory, and one copy operation per
-    epoch. ``params``: every array to keep, parameters and buffers alike."""
+    epoch; none where the backend never writes into arrays (JAX): the arrays themselves are
+    kept. ``params``: every array to keep, parameters and buffers alike."""
 
     def __init__(self, params: Sequence[Any], backend: Backend) -> None:
         self.params, self.xp, self.inplace = params, backend.xp, backend.inplace
@@ -726,8 +729,10 @@ class Snapshot:
         if self.values and self.inplace:  # into the same buffers: no second copy at once
             for value, p in zip(self.values, self.params):
                 value[...] = p.value
-        else:
+        elif self.inplace:
             self.values = [self.xp.asarray(p.value, copy=True) for p in self.params]
+        else:
+            self.values = [p.value for p in self.params]
         self.epochs_done = epochs_done
 
     def finite(self) -> bool:

@@ -75,6 +75,8 @@ def test_the_example_trains_saves_and_loads(backend, tmp_path):
 class ShiftAndCount(pn.Layer):
     """``y = x + shift`` with a trained shift, and a buffer counting the rows seen."""
 
+    compilable = True
+
     def __init__(self, features: int) -> None:
         self.features = features
         self.shift = self.add_param("shift", (features,), init=0.5)

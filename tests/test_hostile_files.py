@@ -153,6 +153,8 @@ def test_a_loss_scale_that_never_grows_is_refused(backend, tmp_path):
 class Scaled(pn.Layer):
     """``y = x * w`` with one weight per feature."""
 
+    compilable = True
+
     def __init__(self, features=3, declare=True):
         self.features, self.declare = features, declare
 

@@ -91,7 +91,7 @@ def test_batches_are_read_ahead_in_a_worker_thread_and_boundedly(backend):
             yield batch
 
     model = pn.Sequential(Count(), pn.Dense(3, 1), backend=backend, dtype="float64", seed=0)
-    model.fit(stream, epochs=2, verbose=0)
+    model.fit(stream, epochs=2, verbose=0, compile=False)  # Count counts the passes: eagerly
     assert threading.current_thread().name not in readers
     assert max(lead) <= PREFETCH + 1  # never more than the queue ahead of the computation
     assert consumed[0] == 2 * len(SIZES)
@@ -199,7 +199,7 @@ def test_stopping_never_waits_on_a_blocked_source(backend, stop):
         model = pn.Sequential(Interrupted(), pn.Dense(3, 1), backend=backend, seed=0)
         expected, match = KeyboardInterrupt, ""
     with pytest.raises(expected, match=match):
-        model.fit(stuck, verbose=0)
+        model.fit(stuck, verbose=0, compile=False)  # Interrupted raises in a pass: eagerly
     assert not returned.is_set(), "fit waited for the blocked source before raising"
     release.set()
     for thread in threading.enumerate():

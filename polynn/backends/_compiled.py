@@ -3,9 +3,9 @@ must be to be compiled):
 
 - ``JaxStep``: ``jax.jit`` of the step as a pure function of the arrays it changes (the
   slots) and the batch; the layers' Python objects hold tracers only while it is traced, and
-  get their attributes back afterwards. Traced again only when shapes change (and once after
-  the first step, which makes the gradients). Every step is compiled, the first too, so that
-  a run's float64 results do not depend on where a fit started.
+  get their attributes back afterwards. Traced again only when shapes change, and once for
+  the steps that return their gradients (each epoch's last). Every step is compiled, the first
+  too, so that a run's float64 results do not depend on where a fit started.
 - ``GraphStep`` (CuPy) and ``TorchGraphStep`` (PyTorch on CUDA): the step captured once per
   batch shape as a CUDA graph on a stream of its own, with a private memory pool, after warm-up
   steps, and replayed for every batch, whose arrays are first copied into the graph's own
@@ -44,7 +44,11 @@ def _warn_eager(why: Exception) -> None:
 
 class JaxStep:
     """``step`` under ``jax.jit``: ``slots()`` lists the arrays a step changes (as
-    ``polynn.compiled.Slot``), ``objects`` the objects whose attributes tracing may touch."""
+    ``polynn.compiled.Slot``), ``objects`` the objects whose attributes tracing may touch.
+
+    The arrays a step makes before reading them (the gradients) are not passed in, and are
+    returned only where ``grads`` is asked for (``rows``: the last batch of an epoch): an
+    output costs a compiled call about a microsecond, and no step reads the last one's."""
 
     def __init__(
         self, jax: Any, step: Step, slots: Callable[[], list[Any]], objects: Sequence[Any],
@@ -52,47 +56,68 @@ class JaxStep:
     ) -> None:  # fmt: skip
         self._step, self._slots, self._objects, self._prepare = step, slots, objects, prepare
         self._jax = jax
-        self._jit = jax.jit(self._pure)
-        self._jit_rows = jax.jit(self._pure_rows, static_argnums=(3,))
+        self._jit = jax.jit(self._pure, static_argnums=(2,))
+        self._jit_rows = jax.jit(self._pure_rows, static_argnums=(3, 4))
 
-    def _pure(self, values: list[Any], batch: tuple[Any, ...]) -> tuple[list[Any], Any, Any]:
+    def _pure(
+        self, values: list[Any], batch: tuple[Any, ...], grads: bool
+    ) -> tuple[list[Any], list[Any], Any, Any]:
         slots = self._slots()
         before = [dict(vars(obj)) for obj in self._objects]
+        made = [(slot, slot.get()) for slot in slots if slot.made]
         try:
-            for slot, value in zip(slots, values):
+            for slot, value in zip(_taken(slots), values):
                 slot.set(value)
             value, out = self._step(*batch)
-            return [slot.get() for slot in slots], value, out
-        finally:  # no tracer stays behind in a layer's attributes
+            kept = [slot.get() for slot in _taken(slots)]
+            return kept, [slot.get() for slot, _ in made] if grads else [], value, out
+        finally:  # no tracer stays behind in a layer's attributes or a gradient
             for obj, attributes in zip(self._objects, before):
                 vars(obj).clear()
                 vars(obj).update(attributes)
+            for slot, array in made:
+                slot.set(array)
 
     def _pure_rows(
-        self, values: list[Any], arrays: tuple[Any, ...], start: Any, size: int
-    ) -> tuple[list[Any], Any, Any]:
+        self, values: list[Any], arrays: tuple[Any, ...], start: Any, size: int, grads: bool
+    ) -> tuple[list[Any], list[Any], Any, Any]:
         cut = self._jax.lax.dynamic_slice_in_dim
-        return self._pure(values, tuple(cut(a, start, size) for a in arrays))
+        return self._pure(values, tuple(cut(a, start, size) for a in arrays), grads)
 
     def __call__(self, *batch: Any) -> tuple[Any, Any]:
-        return self._run(batch, None)
+        return self._run(batch, None, True)
 
-    def rows(self, arrays: tuple[Any, ...], span: tuple[int, int]) -> tuple[Any, Any]:
-        """The step on rows ``start:stop`` of ``arrays``, cut inside the compiled function."""
-        return self._run(arrays, span)
+    def rows(
+        self, arrays: tuple[Any, ...], span: tuple[int, int], grads: bool = True
+    ) -> tuple[Any, Any]:
+        """The step on rows ``start:stop`` of ``arrays``, cut inside the compiled function;
+        with ``grads=False`` the parameters keep the gradients they had (those of the last
+        step that returned them)."""
+        return self._run(arrays, span, grads)
 
-    def _run(self, batch: tuple[Any, ...], span: tuple[int, int] | None) -> tuple[Any, Any]:
+    def _run(
+        self, batch: tuple[Any, ...], span: tuple[int, int] | None, grads: bool
+    ) -> tuple[Any, Any]:
         self._prepare()
         slots = self._slots()
-        values = [slot.get() for slot in slots]
+        taken = _taken(slots)
+        values = [slot.get() for slot in taken]
         batch = tuple(b for b in batch if b is not None)
         if span is None:
-            new, value, out = self._jit(values, batch)
+            new, made, value, out = self._jit(values, batch, grads)
         else:
-            new, value, out = self._jit_rows(values, batch, span[0], span[1] - span[0])
-        for slot, array in zip(slots, new):
+            start, stop = span
+            new, made, value, out = self._jit_rows(values, batch, start, stop - start, grads)
+        for slot, array in zip(taken, new):
+            slot.set(array)
+        for slot, array in zip((slot for slot in slots if slot.made), made):
             slot.set(array)
         return value, out
+
+
+def _taken(slots: list[Any]) -> list[Any]:
+    """The slots a compiled step takes as arguments and returns: all but those it makes."""
+    return [slot for slot in slots if not slot.made]
 
 
 class JaxForward:
