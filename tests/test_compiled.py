@@ -7,10 +7,14 @@ everywhere."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 import polynn as pn
+from polynn.backends._compiled import _Replays
+from polynn.compiled import Slot
 
 pytestmark = pytest.mark.filterwarnings("ignore:mixed precision on NumPy:UserWarning")
 
@@ -262,3 +266,85 @@ def test_the_environment_sets_the_default(monkeypatch, value, expected):
         compiled.mode(None)
     with pytest.raises(pn.PolynnValueError, match="compile must be True, False or 'auto'"):
         compiled.mode("yes")
+
+
+# -- CUDA-graph bookkeeping, without a GPU -------------------------------------------------------
+class FakeReplays(_Replays):
+    """A CUDA-graph step whose "graph" adds its input buffer to the state array it captured,
+    in place: the bookkeeping of ``GraphStep`` and ``TorchGraphStep`` without a GPU. ``fail``
+    makes recording raise, as CuPy's own cuBLAS does under capture."""
+
+    def __init__(self, holder, fail=False):
+        self.holder, self.fail, self.log = holder, fail, []
+        state = {"lists": [self.slot_list()]}
+        super().__init__(self.step, lambda: state["lists"][-1], lambda: None)
+        self.state = state
+
+    def slot_list(self):
+        return [Slot(self.holder, "w")]
+
+    def step(self, x):
+        self.holder["w"] = self.holder["w"] + x.sum(axis=0)  # an eager step rebinds
+        return self.holder["w"].sum(), x
+
+    def _key(self, batch):
+        return tuple(b.shape for b in batch)
+
+    def _eager(self, batch):
+        self.log.append("eager")
+        return self.step(*batch)
+
+    def _record(self, batch):
+        self.log.append("record")
+        if self.fail:
+            raise RuntimeError("calling cuBLAS API during stream capture is unsupported")
+        inputs = tuple(b.copy() for b in batch)
+        return "graph", inputs, None, None, "pool"
+
+    def _replay(self, captured, batch):
+        self.log.append("replay")
+        captured.prepare(batch, lambda to, array: np.copyto(to, array))
+        w = self.holder["w"]
+        w += captured.inputs[0].sum(axis=0)  # the graph updates its state arrays in place
+        return float(w.sum()), captured.inputs[0]
+
+
+def test_graph_steps_warm_up_capture_once_and_replay():
+    holder = {"w": np.zeros(3)}
+    steps = FakeReplays(holder)
+    for k in range(5):
+        steps(np.full((1, 3), float(k)))
+    assert steps.log == ["eager", "eager", "record", "replay", "replay", "replay"]
+    np.testing.assert_array_equal(holder["w"], np.full(3, 0.0 + 1 + 2 + 3 + 4))
+    captured = steps._graphs[((1, 3),)]
+    assert captured.keep == "pool" and holder["w"] is captured.state[0][1]
+    holder["w"] = np.full(3, -1.0)  # weights set between steps: copied into the graph's array
+    steps(np.ones((1, 3)))
+    np.testing.assert_array_equal(holder["w"], np.zeros(3))
+    assert holder["w"] is captured.state[0][1]
+    steps(np.ones((2, 3)))  # another batch shape: warmed up and captured on its own
+    assert steps.log[-1] == "eager" and len(steps._graphs) == 1
+
+
+def test_graph_steps_capture_again_after_the_state_is_replaced():
+    steps = FakeReplays({"w": np.zeros(3)})
+    for _ in range(3):
+        steps(np.ones((1, 3)))
+    steps.state["lists"].append(steps.slot_list())  # an optimizer reset or a load
+    for _ in range(3):
+        steps(np.ones((1, 3)))
+    assert steps.log[4:] == ["eager", "eager", "record", "replay"]
+
+
+def test_a_step_that_cannot_be_captured_runs_eagerly_after_one_warning():
+    holder = {"w": np.zeros(3)}
+    steps = FakeReplays(holder, fail=True)
+    with pytest.warns(RuntimeWarning, match="could not be captured.*cuBLAS.*compile=False"):
+        for _ in range(3):
+            steps(np.ones((1, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            steps(np.ones((1, 3)))
+    assert steps.log == ["eager", "eager", "record", "eager", "eager", "eager", "eager"]
+    np.testing.assert_array_equal(holder["w"], np.full(3, 6.0))

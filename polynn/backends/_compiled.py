@@ -160,10 +160,12 @@ class _Captured:
         self, graph: Any, inputs: tuple[Any, ...], value: Any, out: Any, slots: list[Any]
     ) -> None:
         self.graph, self.inputs, self.value, self.out = graph, inputs, value, out
+        #: What the graph needs kept alive as long as it is (CuPy: its memory pool).
+        self.keep: Any = None
         #: The slots list it was captured with (``StepState`` makes a new one when the
         #: optimizer's state is replaced: a reset, a load; the graph is then captured again).
         self.slots = slots
-        self.state = [(slot, slot.get()) for slot in slots if slot.key != "grad"]
+        self.state = [(slot, slot.get()) for slot in slots if not slot.made]
 
     def prepare(self, batch: tuple[Any, ...], copy: Callable[[Any, Any], None]) -> None:
         """Copy the batch into the input buffers, and any state array that was rebound since
@@ -178,22 +180,23 @@ class _Captured:
                 slot.set(array)
 
 
-class GraphStep:
-    """``step`` replayed as a CUDA graph on CuPy (see the module). ``gemm`` is the backend's
-    cuBLASLt planner: while warming up and capturing, every product goes through it."""
+class _Replays:
+    """What CUDA-graph steps share: a graph per batch shape (``key``), captured after
+    ``WARMUP`` eager steps of that shape (again when the optimizer's state was replaced) and
+    replayed for every later batch, copied into the graph's input buffers; a shape that could
+    not be captured runs eagerly for good, after one warning. Subclasses say how a library
+    keys a batch, runs a step eagerly, records a graph and replays it."""
 
     def __init__(
-        self, cupy: Any, gemm: Any, step: Step, slots: Callable[[], list[Any]],
-        prepare: Callable[[], None],
-    ) -> None:  # fmt: skip
-        self._cupy, self._gemm, self._step, self._prepare = cupy, gemm, step, prepare
-        self._slots = slots
+        self, step: Step, slots: Callable[[], list[Any]], prepare: Callable[[], None]
+    ) -> None:
+        self._step, self._slots, self._prepare = step, slots, prepare
         self._graphs: dict[tuple[Any, ...], _Captured | None] = {}
         self._runs: dict[tuple[Any, ...], int] = {}
 
     def __call__(self, *batch: Any) -> tuple[Any, Any]:
         self._prepare()
-        key = tuple((b.shape, b.dtype.str) if b is not None else None for b in batch)
+        key = self._key(batch)
         captured = self._graphs.get(key)
         if captured is not None and captured.slots is not self._slots():
             del self._graphs[key]  # the optimizer's state was replaced: capture again
@@ -206,9 +209,50 @@ class GraphStep:
             captured = self._capture(key, batch)
             if captured is None:
                 return self._eager(batch)
-        captured.prepare(batch, _assign)
-        captured.graph.launch()
-        return captured.value.copy(), captured.out
+        return self._replay(captured, batch)
+
+    def _capture(self, key: tuple[Any, ...], batch: tuple[Any, ...]) -> _Captured | None:
+        """Record the step on a copy of ``batch`` (it does not run: the caller replays it),
+        or note that this shape runs eagerly."""
+        try:
+            graph, inputs, value, out, keep = self._record(batch)
+        except Exception as exc:  # CuPy's cuBLAS, a host read, ...: run this shape eagerly
+            self._graphs[key] = None
+            _warn_eager(exc)
+            return None
+        captured = _Captured(graph, inputs, value, out, self._slots())
+        captured.keep = keep
+        self._graphs[key] = captured
+        return captured
+
+    def _key(self, batch: tuple[Any, ...]) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _eager(self, batch: tuple[Any, ...]) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _record(self, batch: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], Any, Any, Any]:
+        """``(graph, its input buffers, the loss, the output, what the graph needs kept
+        alive)`` of the step captured."""
+        raise NotImplementedError
+
+    def _replay(self, captured: _Captured, batch: tuple[Any, ...]) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+
+class GraphStep(_Replays):
+    """``step`` replayed as a CUDA graph on CuPy (see the module). ``gemm`` is the backend's
+    cuBLASLt planner: while warming up and capturing, every product goes through it."""
+
+    def __init__(
+        self, cupy: Any, gemm: Any, step: Step, slots: Callable[[], list[Any]],
+        prepare: Callable[[], None],
+    ) -> None:  # fmt: skip
+        super().__init__(step, slots, prepare)
+        self._cupy, self._gemm = cupy, gemm
+
+    def _key(self, batch: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple((b.shape, b.dtype.str) if b is not None else None for b in batch)
 
     def _eager(self, batch: tuple[Any, ...]) -> tuple[Any, Any]:
         self._gemm.capturing = True  # the products a graph would take, planned now
@@ -217,7 +261,7 @@ class GraphStep:
         finally:
             self._gemm.capturing = False
 
-    def _capture(self, key: tuple[Any, ...], batch: tuple[Any, ...]) -> _Captured | None:
+    def _record(self, batch: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], Any, Any, Any]:
         cupy = self._cupy
         inputs = tuple(None if b is None else b.copy() for b in batch)
         stream = cupy.cuda.Stream(non_blocking=True)
@@ -231,50 +275,30 @@ class GraphStep:
                     value, out = self._step(*inputs)
                 finally:
                     graph = stream.end_capture()
-        except Exception as exc:  # CuPy's cuBLAS, a host read, ...: run this shape eagerly
-            self._graphs[key] = None
-            _warn_eager(exc)
-            return None
         finally:
             self._gemm.capturing = False
-        captured = _Captured(graph, inputs, value, out, self._slots())
-        captured.pool = pool  # type: ignore[attr-defined]  (kept as long as the graph)
-        self._graphs[key] = captured
-        # The captured step has not run: the caller replays it for this batch.
-        return captured
+        return graph, inputs, value, out, pool  # the pool lives as long as the graph
+
+    def _replay(self, captured: _Captured, batch: tuple[Any, ...]) -> tuple[Any, Any]:
+        captured.prepare(batch, _assign)
+        captured.graph.launch()
+        return captured.value.copy(), captured.out
 
 
-class TorchGraphStep:
+class TorchGraphStep(_Replays):
     """``step`` replayed as a CUDA graph on PyTorch (``torch.cuda.CUDAGraph``)."""
 
     def __init__(
         self, torch: Any, step: Step, slots: Callable[[], list[Any]],
         prepare: Callable[[], None],
     ) -> None:  # fmt: skip
-        self._torch, self._step, self._prepare, self._slots = torch, step, prepare, slots
-        self._graphs: dict[tuple[Any, ...], _Captured | None] = {}
-        self._runs: dict[tuple[Any, ...], int] = {}
+        super().__init__(step, slots, prepare)
+        self._torch = torch
 
-    def __call__(self, *batch: Any) -> tuple[Any, Any]:
-        self._prepare()
-        key = tuple((tuple(b.shape), str(b.dtype)) if b is not None else None for b in batch)
-        captured = self._graphs.get(key)
-        if captured is not None and captured.slots is not self._slots():
-            del self._graphs[key]  # the optimizer's state was replaced: capture again
-            self._runs[key], captured = 0, None
-        if captured is None:
-            runs = self._runs.get(key, 0)
-            self._runs[key] = runs + 1
-            if key in self._graphs or runs < WARMUP:
-                return self._warm(batch)
-            captured = self._capture(key, batch)
-            if captured is None:
-                return self._step(*batch)
-        captured.prepare(batch, lambda to, array: to.copy_(array))
-        captured.graph.replay()
-        return captured.value.clone(), captured.out
+    def _key(self, batch: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple((tuple(b.shape), str(b.dtype)) if b is not None else None for b in batch)
 
-    def _warm(self, batch: tuple[Any, ...]) -> tuple[Any, Any]:
+    def _eager(self, batch: tuple[Any, ...]) -> tuple[Any, Any]:
         """An eager step on a side stream, as PyTorch asks before a capture."""
         torch = self._torch
         side = torch.cuda.Stream()
@@ -284,20 +308,18 @@ class TorchGraphStep:
         torch.cuda.current_stream().wait_stream(side)
         return result
 
-    def _capture(self, key: tuple[Any, ...], batch: tuple[Any, ...]) -> _Captured | None:
+    def _record(self, batch: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...], Any, Any, Any]:
         torch = self._torch
         inputs = tuple(None if b is None else b.clone() for b in batch)
         graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                value, out = self._step(*inputs)
-        except Exception as exc:
-            self._graphs[key] = None
-            _warn_eager(exc)
-            return None
-        captured = _Captured(graph, inputs, value, out, self._slots())
-        self._graphs[key] = captured
-        return captured
+        with torch.cuda.graph(graph):
+            value, out = self._step(*inputs)
+        return graph, inputs, value, out, None
+
+    def _replay(self, captured: _Captured, batch: tuple[Any, ...]) -> tuple[Any, Any]:
+        captured.prepare(batch, lambda to, array: to.copy_(array))
+        captured.graph.replay()
+        return captured.value.clone(), captured.out
 
 
 def _assign(to: Any, array: Any) -> None:
